@@ -1,0 +1,32 @@
+"""Errors that carry the file, line and field that caused them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RagdTrainError(Exception):
+    """A user-facing error, printed as one line without a traceback."""
+
+
+class InputError(RagdTrainError):
+    """Bad input: names the file, line and field at fault."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = self.path or "<input>"
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")

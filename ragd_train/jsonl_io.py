@@ -1,0 +1,110 @@
+"""Strict JSONL reading and atomic writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from ragd_train.errors import InputError
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Read a JSONL file; every line must be a JSON object holding ``required`` fields."""
+    path = Path(path)
+    required = tuple(required)
+    records: list[dict[str, Any]] = []
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=lineno) from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError("expected a JSON object", path=path, line=lineno)
+        for field in required:
+            if field not in obj or obj[field] is None:
+                raise InputError("missing required field", path=path, line=lineno, field=field)
+        records.append(obj)
+    return records
+
+
+def read_records(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Read JSONL, or a JSON array when the file ends in ``.json``."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return read_jsonl(path, required)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not valid UTF-8 ({exc.reason})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON ({exc.msg})", path=path, line=exc.lineno) from None
+    if not isinstance(data, list):
+        raise InputError("expected a JSON array of objects", path=path)
+    for index, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise InputError(f"item {index} is not a JSON object", path=path)
+        for field in required:
+            if field not in obj or obj[field] is None:
+                raise InputError(f"item {index}: missing required field", path=path, field=field)
+    return data
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """Serialise one record deterministically (stable key order as given, UTF-8 kept)."""
+    return json.dumps(record, ensure_ascii=False)
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write records atomically as JSONL (or a JSON array for ``.json``); return the count."""
+    path = Path(path)
+    records = list(records)
+    with atomic_open(path) as handle:
+        if path.suffix == ".json":
+            json.dump(records, handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
+        else:
+            for record in records:
+                handle.write(dumps(record) + "\n")
+    return len(records)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write one JSON document atomically, pretty-printed."""
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=False)
+        handle.write("\n")

@@ -46,11 +46,15 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str,
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=lineno) from None
+            raise InputError(
+                f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=lineno
+            ) from None
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=lineno) from None
+            raise InputError(
+                f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=lineno
+            ) from None
         if not isinstance(obj, dict):
             raise InputError("expected a JSON object", path=path, line=lineno)
         for field in required:

@@ -1,0 +1,18 @@
+# ragd-train: every fine-tuned model is a file target.
+#   snakemake --cores 2                          # the demo: training data + embedding model
+#   snakemake --cores 2 models/demo-embeddings   # one model
+# The working directory is the workspace (a checkout, or $RAGD_HOME through `ragd train`).
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/generate.smk"
+include: "rules/embeddings.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,322 @@
+"""The ``ragd`` command: ``ragd train ...`` maps onto workflow targets; heavy imports stay lazy."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ragd_train.errors import RagdTrainError
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a RagdTrainError as one line and exit 1, without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RagdTrainError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def workflow_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every workflow-backed command shares."""
+    options = [
+        click.option(
+            "--workspace",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Snakemake working directory [default: $RAGD_HOME or ~/.ragd].",
+        ),
+        click.option(
+            "--configfile",
+            "configfiles",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help="Extra config merged over config/config.yaml (repeatable).",
+        ),
+        click.option("--cores", type=int, default=None, help="CPU cores for local runs [default: all]."),
+        click.option("--jobs", type=int, default=None, help="Parallel jobs (cluster profiles)."),
+        click.option("--profile", default=None, help="Snakemake profile: a path, or a name under profiles/."),
+        click.option("--dry-run", "-n", is_flag=True, help="Show what would run, run nothing."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _corpus_overrides(corpus: str, source: str | None, path: str | None) -> dict[str, Any]:
+    if source or path:
+        if not (source and path):
+            raise click.UsageError("--source and --path go together")
+        return {"corpora": {corpus: {"source": source, "path": str(Path(path).expanduser().resolve())}}}
+    return {}
+
+
+def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) -> Path:
+    from ragd_train.workspace import ragd_home, run_targets
+
+    workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
+    run_targets(
+        targets,
+        workspace,
+        configfiles=opts["configfiles"],
+        overrides=overrides or None,
+        cores=opts["cores"],
+        jobs=opts["jobs"],
+        profile=opts["profile"],
+        dry_run=opts["dry_run"],
+    )
+    return workspace
+
+
+def _merge(*dicts: dict[str, Any]) -> dict[str, Any]:
+    from ragd_train.config import deep_merge
+
+    merged: dict[str, Any] = {}
+    for d in dicts:
+        merged = deep_merge(merged, d)
+    return merged
+
+
+@click.group()
+@click.version_option(package_name="ragd-train")
+def main() -> None:
+    """ragd: local RAG, plus `ragd train` to fine-tune retrieval models on your own index."""
+
+
+@main.group()
+def train() -> None:
+    """Fine-tune models on your indexed documents (a Snakemake workflow underneath)."""
+
+
+corpus_option = click.option(
+    "--corpus",
+    default="demo",
+    show_default=True,
+    help="Corpus name from the config (the shipped demo, or your own).",
+)
+source_option = click.option(
+    "--source",
+    type=click.Choice(["ragd", "documents", "jsonl", "beir"]),
+    default=None,
+    help="Declare the corpus on the fly: where its chunks come from.",
+)
+path_option = click.option("--path", default=None, help="With --source: the ragd data dir, folder or file.")
+
+
+@train.command("generate-data")
+@corpus_option
+@source_option
+@path_option
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also copy train.jsonl here (.json writes a JSON array).",
+)
+@click.option(
+    "--queries-per-chunk", type=click.IntRange(1, 20), default=None, help="Queries per chunk [config: 2]."
+)
+@click.option(
+    "--negatives", type=click.IntRange(0, 50), default=None, help="Hard negatives per query [config: 5]."
+)
+@click.option(
+    "--generator",
+    type=click.Choice(["auto", "ollama", "local", "nollm"]),
+    default=None,
+    help="Query generator [config: auto = Ollama if reachable, else no-LLM].",
+)
+@workflow_options
+@friendly_errors
+def generate_data(
+    corpus: str,
+    source: str | None,
+    path: str | None,
+    output: Path | None,
+    queries_per_chunk: int | None,
+    negatives: int | None,
+    generator: str | None,
+    **opts: Any,
+) -> None:
+    """Generate training data (queries, hard negatives, quality filter) from a corpus."""
+    training = {
+        k: v
+        for k, v in {
+            "queries_per_chunk": queries_per_chunk,
+            "hard_negatives_per_query": negatives,
+            "query_generator": generator,
+        }.items()
+        if v is not None
+    }
+    overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
+    workspace = _run(
+        [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"], opts, overrides
+    )
+    if output and not opts["dry_run"]:
+        from ragd_train.jsonl_io import read_jsonl, write_jsonl
+
+        write_jsonl(output, read_jsonl(workspace / "training_data" / corpus / "train.jsonl"))
+        click.echo(f"Training data written to {output}")
+
+
+@train.command("embeddings")
+@corpus_option
+@source_option
+@path_option
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Train on this JSONL/JSON file instead of the corpus's generated data.",
+)
+@click.option("--base-model", default=None, help="Base sentence-transformers model [config].")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the model goes [default: models/<corpus>-embeddings in the workspace].",
+)
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(2), default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--matryoshka-dims", default=None, help="Comma-separated dims, 'auto' or 'none'.")
+@workflow_options
+@friendly_errors
+def embeddings(
+    corpus: str,
+    source: str | None,
+    path: str | None,
+    data: Path | None,
+    base_model: str | None,
+    output: Path | None,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    matryoshka_dims: str | None,
+    **opts: Any,
+) -> None:
+    """Fine-tune the embedding model (MNRL + Matryoshka) into models/<corpus>-embeddings."""
+    dims: Any = matryoshka_dims
+    if matryoshka_dims and matryoshka_dims not in ("auto", "none"):
+        try:
+            dims = [int(d) for d in matryoshka_dims.split(",")]
+        except ValueError:
+            raise click.BadParameter(  # noqa: B904
+                "comma-separated integers, 'auto' or 'none'", param_hint="--matryoshka-dims"
+            )
+    training = {
+        k: v
+        for k, v in {
+            "embedding_base_model": base_model,
+            "embedding_epochs": epochs,
+            "embedding_batch_size": batch_size,
+            "embedding_learning_rate": learning_rate,
+            "matryoshka_dims": dims,
+        }.items()
+        if v is not None
+    }
+    if data is not None:
+        _train_embeddings_from_file(data, output, training, opts)
+        return
+    overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
+    target = f"models/{corpus}-embeddings"
+    workspace = _run([target], opts, overrides)
+    if opts["dry_run"]:
+        return
+    built = workspace / target
+    if output is not None:
+        shutil.copytree(built, output, dirs_exist_ok=False)
+        built = output
+    _print_ragd_hint(built)
+
+
+def _train_embeddings_from_file(
+    data: Path, output: Path | None, training: dict[str, Any], opts: dict[str, Any]
+) -> None:
+    from ragd_train.config import load_config
+    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
+    from ragd_train.progress import setup_logging
+    from ragd_train.workspace import ragd_home
+
+    if opts["dry_run"]:
+        click.echo(f"would train an embedding model on {data}")
+        return
+    setup_logging()
+    config = load_config(opts["configfiles"], {"training": training} if training else None)
+    workspace = (opts["workspace"] or ragd_home()).expanduser()
+    out = output or workspace / "models" / f"{data.stem}-embeddings"
+    train_embeddings(data, out, EmbeddingTrainingConfig.from_workflow(config))
+    _print_ragd_hint(out)
+
+
+def _print_ragd_hint(model_dir: Path) -> None:
+    import json
+
+    from ragd_train.embeddings import ragd_config_hint
+
+    meta = json.loads((model_dir / "training_metadata.json").read_text())
+    click.echo(f"Model ready: {model_dir}")
+    click.echo(ragd_config_hint(model_dir, meta["output_dimension"]))
+
+
+def _planned(name: str, issue: int, summary: str) -> None:
+    @train.command(
+        name,
+        help=f"{summary} (arrives with issue #{issue}).",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    def command() -> None:
+        click.echo(f"`ragd train {name}` is not available yet: it arrives with issue #{issue}.", err=True)
+        sys.exit(2)
+
+
+_planned("reranker", 5, "Fine-tune a cross-encoder reranker")
+_planned("llm", 8, "Train a RAFT LoRA adapter for the chat model (MLX, Unsloth or PEFT)")
+_planned("evaluate", 4, "A/B-compare a fine-tuned model against its base")
+_planned("list", 4, "List the models in the workspace")
+_planned("delete", 4, "Delete a model")
+_planned("export", 4, "Export a model as tar.gz, Hugging Face or Ollama files")
+
+
+@train.command("snapshot")
+@corpus_option
+@source_option
+@path_option
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--configfile", "configfiles", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@friendly_errors
+def snapshot(
+    corpus: str, source: str | None, path: str | None, workspace: Path | None, configfiles: tuple[str, ...]
+) -> None:
+    """Re-read a corpus into snapshots/<corpus>.jsonl (rewritten only when its content changed)."""
+    import os
+
+    from ragd_train.config import load_config, resolve_corpus, workflow_dir
+    from ragd_train.snapshot import sync_snapshot
+    from ragd_train.workspace import ragd_home
+
+    config = load_config(configfiles, _corpus_overrides(corpus, source, path) or None)
+    if corpus not in config["corpora"]:
+        raise RagdTrainError(f"unknown corpus '{corpus}'; known: {', '.join(sorted(config['corpora']))}")
+    ws = (workspace or ragd_home()).expanduser().resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_corpus(config["corpora"][corpus], [workflow_dir()])
+    os.chdir(ws)
+    out, changed = sync_snapshot(corpus, cfg, "snapshots")
+    click.echo(f"{ws / out}: {'updated' if changed else 'unchanged'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

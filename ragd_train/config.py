@@ -1,0 +1,165 @@
+"""Workflow configuration: load, merge, validate against config/schema.yaml, fill defaults."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragd_train.errors import InputError
+
+
+def workflow_dir() -> Path:
+    """The directory that holds the Snakefile, rules/ and config/."""
+    override = os.environ.get("RAGD_TRAIN_WORKFLOW")
+    return Path(override) if override else Path(__file__).resolve().parents[1]
+
+
+def schema_path() -> Path:
+    return workflow_dir() / "config" / "schema.yaml"
+
+
+def default_config_path() -> Path:
+    return workflow_dir() / "config" / "config.yaml"
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``, recursing into mappings (as Snakemake does)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _line_of(path: Path, keys: list[str | int]) -> int | None:
+    """Line (1-based) of the YAML node at ``keys`` in ``path``, or None."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    line = None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                return line
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _validator():
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _has_path(mapping: Mapping[str, Any] | None, keys: list[str | int]) -> bool:
+    node: Any = mapping
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def validate_config(
+    config: dict[str, Any],
+    sources: Iterable[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate ``config`` in place, filling defaults; raise a one-line InputError on failure.
+
+    ``sources`` are the YAML files the config came from, used to name the file and line.
+    """
+    schema = yaml.safe_load(schema_path().read_text(encoding="utf-8"))
+    validator = _validator()(schema)
+    error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
+    if error is None:
+        _check_cross_fields(config)
+        return config
+    keys = list(error.path)
+    field = ".".join(str(k) for k in keys) or "<root>"
+    where: Path | str | None = None
+    line = None
+    if _has_path(overrides, keys):
+        raise InputError(f"invalid value: {error.message}", path="command line", field=field)
+    for src in reversed([Path(s) for s in sources]):
+        line = _line_of(src, keys)
+        if line is not None:
+            where = src
+            break
+    raise InputError(f"invalid config value: {error.message}", path=where or "config", line=line, field=field)
+
+
+def _check_cross_fields(config: dict[str, Any]) -> None:
+    for name, corpus in config.get("corpora", {}).items():
+        if corpus.get("chunk_overlap", 0) >= corpus.get("chunk_size", 800):
+            raise InputError(
+                "chunk_overlap must be smaller than chunk_size",
+                path="config",
+                field=f"corpora.{name}.chunk_overlap",
+            )
+
+
+def load_config(
+    extra_files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Load the default config, merge ``extra_files`` and ``overrides`` over it, validate it."""
+    files = [default_config_path(), *[Path(f) for f in extra_files]]
+    config: dict[str, Any] = {}
+    for file in files:
+        try:
+            data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise InputError("config file not found", path=file) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise InputError(
+                f"invalid YAML: {getattr(exc, 'problem', exc)}",
+                path=file,
+                line=mark.line + 1 if mark else None,
+            ) from None
+        if not isinstance(data, dict):
+            raise InputError("config must be a mapping", path=file)
+        config = deep_merge(config, data)
+    if overrides:
+        config = deep_merge(config, overrides)
+    return validate_config(config, files, overrides)
+
+
+def resolve_corpus(cfg: Mapping[str, Any], base_dirs: Iterable[str | Path]) -> dict[str, Any]:
+    """Copy of a corpus config whose relative ``path`` is made absolute.
+
+    A relative path is looked up in the working directory (the workspace) first, then in
+    each of ``base_dirs`` (the workflow directory, for the shipped demo corpus).
+    """
+    resolved = dict(cfg)
+    path = Path(str(cfg["path"])).expanduser()
+    if not path.is_absolute():
+        for base in [Path.cwd(), *[Path(b) for b in base_dirs]]:
+            if (base / path).exists():
+                path = base / path
+                break
+    resolved["path"] = str(path.resolve())
+    return resolved

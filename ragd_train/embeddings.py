@@ -1,0 +1,290 @@
+"""Fine-tune a sentence-transformers bi-encoder: MNRL (+ Matryoshka) on (query, positive, negatives)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ragd_train.errors import InputError, RagdTrainError
+from ragd_train.jsonl_io import read_records, write_json
+from ragd_train.metadata import base_metadata, peak_memory_mb
+
+log = logging.getLogger("ragd_train")
+
+
+@dataclass
+class EmbeddingTrainingConfig:
+    """Everything that decides the trained weights."""
+
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_seq_length: int = 256
+    loss: str = "mnrl"  # mnrl | cached_mnrl
+    mini_batch_size: int = 16
+    hard_negatives: int = 1
+    matryoshka_dims: str | list[int] = "auto"
+    seed: int = 42
+
+    @classmethod
+    def from_workflow(cls, config: dict[str, Any]) -> EmbeddingTrainingConfig:
+        t = config["training"]
+        return cls(
+            base_model=t["embedding_base_model"],
+            epochs=t["embedding_epochs"],
+            batch_size=t["embedding_batch_size"],
+            learning_rate=float(t["embedding_learning_rate"]),
+            warmup_ratio=t["embedding_warmup_ratio"],
+            max_seq_length=t["embedding_max_seq_length"],
+            loss=t["embedding_loss"],
+            mini_batch_size=t["embedding_mini_batch_size"],
+            hard_negatives=t["embedding_hard_negatives"],
+            matryoshka_dims=t["matryoshka_dims"],
+            seed=config["seed"],
+        )
+
+
+def matryoshka_dims(requested: str | list[int], model_dim: int) -> list[int]:
+    """Resolve the Matryoshka dims: ``auto`` halves the model's own dim, ``none`` turns it off."""
+    if requested == "none":
+        return []
+    if requested == "auto":
+        dims = [model_dim]
+        while dims[-1] // 2 >= 32 and len(dims) < 4:
+            dims.append(dims[-1] // 2)
+        return dims
+    too_big = [d for d in requested if d > model_dim]
+    if too_big:
+        raise InputError(
+            f"{too_big} exceed the model's embedding dimension {model_dim}",
+            path="config",
+            field="training.matryoshka_dims",
+        )
+    return sorted(set(requested) | {model_dim}, reverse=True)
+
+
+def load_training_examples(path: str | Path, hard_negatives: int, seed: int) -> list[dict[str, str]]:
+    """(anchor, positive, negative_1..k) rows from training JSONL/JSON.
+
+    Records with fewer than ``k`` mined negatives are topped up with negatives of records
+    from other documents (seeded), so every row has the same columns.
+    """
+    records = read_records(path, required=("query", "positive"))
+    if not records:
+        raise InputError("no training records", path=path)
+    pool: list[tuple[str, str]] = []
+    for index, record in enumerate(records, start=1):
+        negatives = record.get("negatives") or []
+        if not isinstance(negatives, list):
+            raise InputError("expected a list", path=path, line=index, field="negatives")
+        for neg in negatives:
+            text = neg.get("text") if isinstance(neg, dict) else neg
+            if not isinstance(text, str):
+                raise InputError("negative without text", path=path, line=index, field="negatives")
+            pool.append((str(record.get("source_document", index)), text))
+    if hard_negatives and not pool:
+        log.warning("%s has no negatives; training with in-batch negatives only", path)
+        hard_negatives = 0
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    for index, record in enumerate(records):
+        row = {"anchor": str(record["query"]), "positive": str(record["positive"])}
+        texts = [n["text"] if isinstance(n, dict) else n for n in record.get("negatives") or []][
+            :hard_negatives
+        ]
+        doc = str(record.get("source_document", index + 1))
+        while len(texts) < hard_negatives:
+            other_doc, text = rng.choice(pool)
+            if other_doc != doc or len(pool) == 1:
+                texts.append(text)
+        for k, text in enumerate(texts, start=1):
+            row[f"negative_{k}"] = text
+        rows.append(row)
+    return rows
+
+
+def _progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any:
+    """A TrainerCallback: Rich bar with loss on a terminal, a log line per step otherwise."""
+    from transformers import TrainerCallback
+
+    from ragd_train.progress import is_terminal
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.bar = None
+            if is_terminal():
+                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self.bar = Progress(
+                    TextColumn("training"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("loss {task.fields[loss]}"),
+                    TimeRemainingColumn(),
+                )
+                self.task = self.bar.add_task("train", total=total_steps, loss="-")
+                self.bar.start()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if logs and "loss" in logs:
+                entry = {
+                    "step": state.global_step,
+                    "epoch": round(state.epoch or 0, 3),
+                    "loss": float(logs["loss"]),
+                }
+                history.append(entry)
+                if self.bar is not None:
+                    self.bar.update(self.task, completed=state.global_step, loss=f"{entry['loss']:.4f}")
+                else:
+                    log.info(
+                        "step %d/%d epoch %.2f loss %.4f",
+                        state.global_step,
+                        total_steps,
+                        entry["epoch"],
+                        entry["loss"],
+                    )
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if self.bar is not None:
+                self.bar.stop()
+
+    return Progress()
+
+
+def build_loss(model: Any, cfg: EmbeddingTrainingConfig, dims: list[int]) -> Any:
+    from sentence_transformers import losses
+
+    if cfg.loss == "cached_mnrl":
+        base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+    else:
+        base = losses.MultipleNegativesRankingLoss(model)
+    return losses.MatryoshkaLoss(model, base, matryoshka_dims=dims) if dims else base
+
+
+def train_embeddings(
+    train_path: str | Path,
+    output_dir: str | Path,
+    cfg: EmbeddingTrainingConfig,
+    *,
+    snapshot_path: str | Path | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train into a temporary directory next to ``output_dir``; move it into place when complete."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.training_args import BatchSamplers
+
+    from ragd_train.models import resolve_model
+
+    start = time.monotonic()
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise RagdTrainError(f"{output_dir} already exists; delete it first (ragd train delete)")
+    torch.manual_seed(cfg.seed)
+    rows = load_training_examples(train_path, cfg.hard_negatives, cfg.seed)
+    resolved = resolve_model(cfg.base_model)
+    model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
+    model.max_seq_length = cfg.max_seq_length
+    model_dim = model.get_sentence_embedding_dimension()
+    dims = matryoshka_dims(cfg.matryoshka_dims, model_dim)
+    dataset = Dataset.from_list(rows)
+    batch_size = min(cfg.batch_size, len(rows))
+    steps_per_epoch = -(-len(rows) // batch_size)
+    history: list[dict[str, float]] = []
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    try:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(staging / "checkpoints"),
+            num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=cfg.learning_rate,
+            warmup_ratio=cfg.warmup_ratio,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=device == "cpu",
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            loss=build_loss(model, cfg, dims),
+            callbacks=[_progress_callback(steps_per_epoch * cfg.epochs, history)],
+        )
+        log.info(
+            "training %s on %d examples for %d epochs (%d steps/epoch, dims %s)",
+            cfg.base_model,
+            len(rows),
+            cfg.epochs,
+            steps_per_epoch,
+            dims or "-",
+        )
+        train_start = time.monotonic()
+        trainer.train()
+        train_time = time.monotonic() - train_start
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        model_dir = staging / "model"
+        model.save_pretrained(str(model_dir), safe_serialization=True)
+        for item in model_dir.iterdir():
+            item.rename(staging / item.name)
+        model_dir.rmdir()
+        meta = base_metadata(
+            "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, asdict(cfg), cfg.seed
+        )
+        meta.update(
+            {
+                "base_model": cfg.base_model,
+                "base_model_path": resolved,
+                "training_examples": len(rows),
+                "output_dimension": model_dim,
+                "matryoshka_dims": dims,
+                "loss_history": history,
+                "train_time_s": round(train_time, 2),
+                "wall_time_s": round(time.monotonic() - start, 2),
+                "peak_memory_mb": peak_memory_mb(),
+                "device": str(model.device),
+            }
+        )
+        write_json(staging / "training_metadata.json", meta)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info(
+        "saved %s (dim %d) in %.0fs, peak memory %.0f MiB",
+        output_dir,
+        model_dim,
+        meta["wall_time_s"],
+        meta["peak_memory_mb"],
+    )
+    return meta
+
+
+def ragd_config_hint(model_dir: str | Path, dimension: int) -> str:
+    """The change to ~/.ragd/config.yaml that makes ragd use the model."""
+    path = Path(model_dir).resolve()
+    return (
+        "To use this model in ragd, set in ~/.ragd/config.yaml:\n"
+        f"  embedding:\n    model: {path}\n    dimension: {dimension}\n"
+        "(or: ragd config set embedding.model " + str(path) + ")\n"
+        "Then rebuild the index with the new embeddings: ragd reindex --all"
+    )

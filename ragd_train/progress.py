@@ -1,0 +1,50 @@
+"""Progress reporting: a Rich bar on a terminal, plain periodic lines in logs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("ragd_train")
+
+
+def is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def track(
+    items: Iterable[T], description: str, total: int | None = None, every_s: float = 10.0
+) -> Iterator[T]:
+    """Iterate ``items`` with a progress bar (terminal) or a log line every ``every_s`` seconds."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if is_terminal():
+        from rich.progress import track as rich_track
+
+        yield from rich_track(items, description=description, total=total, transient=False)
+        return
+    start = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            of = f"/{total}" if total else ""
+            log.info("%s: %d%s (%.1f/s)", description, done, of, done / max(now - start, 1e-9))
+    log.info("%s: %d done in %.1fs", description, done, time.monotonic() - start)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log ragd_train messages to stderr with timestamps (Snakemake captures them in the rule log)."""
+    logger = logging.getLogger("ragd_train")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(level)

@@ -1,0 +1,19 @@
+"""Rule script: hard negatives, quality filter and train/test split."""
+
+import json
+from pathlib import Path
+
+from ragd_train.generate import build_training_data
+from ragd_train.workflow import rule_log
+
+with rule_log(snakemake):
+    build_training_data(
+        snakemake.input.snapshot,
+        snakemake.input.queries,
+        snakemake.output.train,
+        snakemake.output.test,
+        snakemake.config,
+        stats_path=snakemake.output.stats,
+        cache_dir="cache",
+        generation_stats=json.loads(Path(snakemake.input.generation_stats).read_text()),
+    )

@@ -151,36 +151,44 @@ def _read_documents(path: Path, cfg: dict[str, Any]) -> tuple[Located, str]:
     if not path.is_dir():
         raise InputError("expected a folder of .md/.txt files", path=path, field="path")
     size, overlap = _chunk_params(cfg)
-    located: Located = []
     owners: dict[str, Path] = {}
     for file in _document_files(path, cfg.get("glob", DEFAULT_GLOB)):
-        rel = file.relative_to(path)
-        document_id = rel.with_suffix("").as_posix().replace("/", "__")
+        document_id = _document_id(path, file)
         if document_id in owners:
             raise InputError(
-                f"document_id {document_id!r} is also derived from {owners[document_id]}",
-                path=file,
+                f"document_id {document_id!r} is also derived from {owners[document_id]}", path=file
             )
         owners[document_id] = file
-        text = _read_utf8(file)
-        title = _title(text, file)
-        for index, (start, end, chunk) in enumerate(chunk_text(text, size, overlap)):
-            metadata = {
-                "filename": file.name,
-                "title": title,
-                "start_char": start,
-                "end_char": end,
-            }
-            record = make_chunk(
-                f"{document_id}_chunk_{index}",
-                document_id,
-                chunk,
-                rel.as_posix(),
-                index,
-                metadata,
-            )
-            located.append((record, (str(file), None)))
+    # Apply the limit before reading, so files past it are never opened.
+    document_ids = sorted(owners)[: cfg.get("limit") or len(owners)]
+    located: Located = []
+    for document_id in document_ids:
+        file = owners[document_id]
+        located.extend((chunk, (str(file), None)) for chunk in _document_chunks(path, file, size, overlap))
     return located, str(path)
+
+
+def _document_id(root: Path, file: Path) -> str:
+    """Relative path without suffix, ``/`` replaced by ``__``: stable and filesystem-safe."""
+    return file.relative_to(root).with_suffix("").as_posix().replace("/", "__")
+
+
+def _document_chunks(root: Path, file: Path, size: int, overlap: int) -> list[dict[str, Any]]:
+    """The chunks of one document file, with filename, title and character offsets."""
+    document_id = _document_id(root, file)
+    text = _read_utf8(file)
+    title = _title(text, file)
+    return [
+        make_chunk(
+            f"{document_id}_chunk_{index}",
+            document_id,
+            chunk,
+            file.relative_to(root).as_posix(),
+            index,
+            {"filename": file.name, "title": title, "start_char": start, "end_char": end},
+        )
+        for index, (start, end, chunk) in enumerate(chunk_text(text, size, overlap))
+    ]
 
 
 def _chunk_params(cfg: dict[str, Any]) -> tuple[int, int]:
@@ -272,7 +280,8 @@ def _normalise(record: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
         if not isinstance(record[field], str):
             raise fail(f"expected a string, got {type(record[field]).__name__}", field)
     chunk_id, text = record["chunk_id"], record["text"]
-    metadata = record.get("metadata") or {}
+    metadata = record.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise fail("expected a JSON object", "metadata")
     index = record.get("chunk_index")
@@ -325,9 +334,16 @@ def _beir_chunk(record: dict[str, Any], path: Path, line: int) -> dict[str, Any]
     metadata = dict(metadata) if isinstance(metadata, dict) else {}
     if title.strip():
         metadata["title"] = title
-    text = f"{title}\n\n{body}" if title.strip() and body.strip() else title + body
+        text = f"{title}\n\n{body}" if body.strip() else title
+    else:
+        text = body
     doc_id = str(doc_id)
-    return make_chunk(f"{doc_id}_chunk_0", doc_id, text, doc_id, 0, metadata)
+    try:
+        return make_chunk(f"{doc_id}_chunk_0", doc_id, text, doc_id, 0, metadata)
+    except UnicodeEncodeError:
+        raise InputError(
+            "cannot be encoded as UTF-8 (lone surrogate)", path=path, line=line, field="text"
+        ) from None
 
 
 _READERS: dict[str, Callable[[Path, dict[str, Any]], tuple[Located, str]]] = {

@@ -274,6 +274,8 @@ def test_documents_source_honours_chunking_glob_and_limit(tmp_path: Path) -> Non
     assert [c["document_id"] for c in only_txt] == ["a", "b"]
     limited = read_source("documents", {**cfg, "limit": 2})
     assert sorted({c["document_id"] for c in limited}) == ["a", "b"]
+    (root / "z.txt").write_bytes(b"\xff not UTF-8, but past the limit")
+    assert read_source("documents", {**cfg, "limit": 2}) == limited
 
 
 def test_documents_source_resolves_relative_paths_against_cwd(
@@ -445,6 +447,16 @@ def test_beir_duplicate_ids_name_the_line(tmp_path: Path) -> None:
     assert_no_snapshot(tmp_path / "out")
 
 
+def test_beir_lone_surrogate_names_the_line(tmp_path: Path) -> None:
+    corpus = write_jsonl_lines(
+        tmp_path / "corpus.jsonl",
+        [json.dumps({"_id": "ok", "text": "fine"}), '{"_id": "bad", "title": "", "text": "x \\ud800 y"}'],
+    )
+    with pytest.raises(InputError) as exc:
+        read_source("beir", {"source": "beir", "path": str(corpus)})
+    assert one_line(exc).startswith(f"{corpus}:2: field 'text': cannot be encoded as UTF-8")
+
+
 # ---------------------------------------------------------- sync & load
 
 
@@ -522,7 +534,10 @@ def test_failed_sync_keeps_the_previous_snapshot(docs: Path, tmp_path: Path) -> 
         ("c", {"source": "documents", "path": ".", "limit": 0}, "field 'limit'"),
     ],
 )
-def test_bad_corpus_config(tmp_path: Path, corpus: str, cfg: dict, expected: str) -> None:
+def test_bad_corpus_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: str, cfg: dict, expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError) as exc:
         sync_snapshot(corpus, cfg, tmp_path / "out")
     assert expected in one_line(exc)

@@ -2,9 +2,10 @@
 #   snakemake --cores 2                          # the demo: training data + embedding model
 #   snakemake --cores 2 models/demo-embeddings   # one model
 # The working directory is the workspace (a checkout, or $RAGD_HOME through `ragd train`).
+import os
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

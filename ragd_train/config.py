@@ -83,6 +83,12 @@ def _has_path(mapping: Mapping[str, Any] | None, keys: list[str | int]) -> bool:
     return True
 
 
+def _get_path(mapping: Any, keys: list[str | int]) -> Any:
+    for key in keys:
+        mapping = mapping[key]
+    return mapping
+
+
 def validate_config(
     config: dict[str, Any],
     sources: Iterable[str | Path] = (),
@@ -104,10 +110,14 @@ def validate_config(
     line = None
     if _has_path(overrides, keys):
         raise InputError(f"invalid value: {error.message}", path="command line", field=field)
-    for src in reversed([Path(s) for s in sources]):
-        line = _line_of(src, keys)
-        if line is not None:
-            where = src
+    current = _get_path(config, keys)
+    for src in [Path(s) for s in sources]:
+        try:
+            data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if _has_path(data, keys) and _get_path(data, keys) == current:
+            where, line = src, _line_of(src, keys)
             break
     raise InputError(f"invalid config value: {error.message}", path=where or "config", line=line, field=field)
 

@@ -28,7 +28,7 @@ class FineTunedEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        return int(self._model.get_embedding_dimension())
 
     @property
     def model_name(self) -> str:

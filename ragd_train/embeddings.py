@@ -160,7 +160,7 @@ def _progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any
 
 
 def build_loss(model: Any, cfg: EmbeddingTrainingConfig, dims: list[int]) -> Any:
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     if cfg.loss == "cached_mnrl":
         base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
@@ -185,7 +185,7 @@ def train_embeddings(
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from ragd_train.models import resolve_model
 
@@ -198,7 +198,7 @@ def train_embeddings(
     resolved = resolve_model(cfg.base_model)
     model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
     model.max_seq_length = cfg.max_seq_length
-    model_dim = model.get_sentence_embedding_dimension()
+    model_dim = model.get_embedding_dimension()
     dims = matryoshka_dims(cfg.matryoshka_dims, model_dim)
     dataset = Dataset.from_list(rows)
     batch_size = min(cfg.batch_size, len(rows))
@@ -206,6 +206,8 @@ def train_embeddings(
     history: list[dict[str, float]] = []
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.parent.glob(f".{output_dir.name}.*.tmp"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
     try:
         args = SentenceTransformerTrainingArguments(

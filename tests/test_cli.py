@@ -1,0 +1,453 @@
+"""The `ragd train` CLI: commands, the Snakemake command lines it builds, errors, and one real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ragd_train import workspace
+from ragd_train.cli import main
+from ragd_train.config import deep_merge, workflow_dir
+from ragd_train.errors import RagdTrainError
+from ragd_train.jsonl_io import read_jsonl
+
+try:
+    from tests.conftest import DEMO
+except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+    from conftest import DEMO
+
+RECORD_KEYS = {
+    "query",
+    "query_id",
+    "positive",
+    "positive_id",
+    "negatives",
+    "source_document",
+    "generator",
+    "filter",
+}
+
+
+def ragd(*args: str | Path) -> Any:
+    return CliRunner().invoke(main, ["train", *map(str, args)], catch_exceptions=False)
+
+
+class Captured(list):
+    """Calls to ``run_targets``: (targets, workspace, kwargs)."""
+
+    @property
+    def only(self) -> tuple[list[str], Path, dict[str, Any]]:
+        assert len(self) == 1, self
+        return self[0]
+
+
+@pytest.fixture
+def targets(monkeypatch: pytest.MonkeyPatch) -> Captured:
+    calls = Captured()
+    monkeypatch.setattr(workspace, "run_targets", lambda t, ws, **kw: calls.append((list(t), ws, kw)))
+    return calls
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> Captured:
+    """The full snakemake command lines run_targets would start (nothing is started)."""
+    calls = Captured()
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        calls.append((cmd, kwargs.get("cwd"), kwargs))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    # Only workspace's view of the subprocess module changes; subprocess.run itself stays real.
+    monkeypatch.setattr(workspace, "subprocess", SimpleNamespace(run=fake_run))
+    return calls
+
+
+def option_values(cmd: list[str], name: str) -> list[str]:
+    """The arguments after ``name`` up to the next option (or the ``--`` before the targets)."""
+    if name not in cmd:
+        return []
+    values = []
+    for arg in cmd[cmd.index(name) + 1 :]:
+        if arg.startswith("-"):
+            break
+        values.append(arg)
+    return values
+
+
+def json_overrides(cmd: list[str]) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in (e.split("=", 1) for e in option_values(cmd, "--config"))}
+
+
+def effective_config(cmd: list[str]) -> dict[str, Any]:
+    """What Snakemake itself reads from the command line: --configfile files, then --config entries."""
+    from snakemake.cli import parse_config  # heavy: only the test that needs it pays
+
+    config: dict[str, Any] = {}
+    for file in option_values(cmd, "--configfile"):
+        config = deep_merge(config, yaml.safe_load(Path(file).read_text()))
+    return deep_merge(config, parse_config(option_values(cmd, "--config")))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def test_train_help_lists_the_commands() -> None:
+    result = ragd("--help")
+    assert result.exit_code == 0
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
+    expected = {"generate-data", "embeddings", "reranker", "llm", "evaluate", "list", "delete", "export"}
+    assert expected <= listed
+
+
+@pytest.mark.parametrize(
+    ("name", "issue"),
+    [("reranker", 5), ("llm", 8), ("evaluate", 4), ("list", 4), ("delete", 4), ("export", 4)],
+)
+def test_planned_commands_exit_2_naming_their_issue(name: str, issue: int, targets: Captured) -> None:
+    result = ragd(name, "--corpus", "demo", "extra-arg")
+    assert result.exit_code == 2
+    assert f"`ragd train {name}` is not available yet" in result.stderr
+    assert f"issue #{issue}" in result.stderr
+    assert f"issue #{issue}" in " ".join(ragd(name, "--help").output.split())
+    assert targets == []
+
+
+# ---------------------------------------------------------------- snakemake command lines
+
+
+def test_generate_data_command_line(tmp_path: Path, commands: Captured) -> None:
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("seed: 1\n")
+    ws = tmp_path / "ws"
+    result = ragd(
+        "generate-data",
+        "--queries-per-chunk",
+        "3",
+        "--negatives",
+        "4",
+        "--generator",
+        "nollm",
+        "--cores",
+        "3",
+        "--configfile",
+        extra,
+        "--workspace",
+        ws,
+        "--dry-run",
+        "--output",
+        tmp_path / "out.json",
+    )
+    assert result.exit_code == 0, result.output
+    cmd, cwd, kwargs = commands.only
+    assert cmd[:3] == [sys.executable, "-m", "snakemake"]
+    assert option_values(cmd, "--snakefile") == [str(workflow_dir() / "Snakefile")]
+    assert option_values(cmd, "--directory") == [str(ws.resolve())] and Path(cwd) == ws.resolve()
+    assert ws.is_dir()
+    assert option_values(cmd, "--cores") == ["3"]
+    assert "--dry-run" in cmd and "--profile" not in cmd and "--jobs" not in cmd
+    assert option_values(cmd, "--configfile") == [str(workflow_dir() / "config" / "config.yaml"), str(extra)]
+    assert json_overrides(cmd) == {
+        "training": {"queries_per_chunk": 3, "hard_negatives_per_query": 4, "query_generator": "nollm"}
+    }
+    assert cmd[cmd.index("--") + 1 :] == ["training_data/demo/train.jsonl", "training_data/demo/test.jsonl"]
+    assert kwargs["env"]["PYTHONUNBUFFERED"] == "1" and kwargs["check"] is False
+    assert not (tmp_path / "out.json").exists()  # a dry run writes no output
+
+
+def test_defaults_all_cores_no_config_no_dry_run(
+    tmp_path: Path, commands: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGD_HOME", str(tmp_path / "home"))
+    result = ragd("embeddings", "--dry-run")
+    assert result.exit_code == 0, result.output
+    cmd, cwd, _ = commands.only
+    assert Path(cwd) == tmp_path / "home"  # $RAGD_HOME is the default workspace
+    assert option_values(cmd, "--cores") == [str(os.cpu_count())]
+    assert "--config" not in cmd
+    assert cmd[-2:] == ["--", "models/demo-embeddings"]
+
+
+def test_profile_and_jobs(tmp_path: Path, commands: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = tmp_path / "workflow"
+    (shipped / "profiles" / "slurm").mkdir(parents=True)
+    monkeypatch.setenv("RAGD_TRAIN_WORKFLOW", str(shipped))
+    ws = tmp_path / "ws"
+    assert ragd("generate-data", "--profile", "slurm", "--workspace", ws, "-n").exit_code == 0
+    assert ragd("generate-data", "--profile", tmp_path, "--jobs", "8", "--workspace", ws, "-n").exit_code == 0
+    assert ragd("generate-data", "--jobs", "8", "--cores", "2", "--workspace", ws, "-n").exit_code == 0
+    by_name, by_path, both = (cmd for cmd, _, _ in commands)
+    assert option_values(by_name, "--profile") == [str(shipped / "profiles" / "slurm")]
+    assert "--cores" not in by_name and "--jobs" not in by_name  # the profile decides
+    assert option_values(by_name, "--snakefile") == [str(shipped / "Snakefile")]
+    assert option_values(by_path, "--profile") == [str(tmp_path)]
+    assert option_values(by_path, "--jobs") == ["8"] and "--cores" not in by_path
+    assert option_values(both, "--jobs") == ["8"] and option_values(both, "--cores") == ["2"]
+
+
+def test_generate_data_passes_overrides_to_run_targets(tmp_path: Path, targets: Captured) -> None:
+    result = ragd("generate-data", "--negatives", "0", "--workspace", tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    names, ws, kwargs = targets.only
+    assert names == ["training_data/demo/train.jsonl", "training_data/demo/test.jsonl"]
+    assert ws == tmp_path.resolve()
+    assert kwargs == {
+        "configfiles": (),
+        "overrides": {"training": {"hard_negatives_per_query": 0}},
+        "cores": None,
+        "jobs": None,
+        "profile": None,
+        "dry_run": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--queries-per-chunk", "0"], "--queries-per-chunk"),
+        (["--queries-per-chunk", "21"], "--queries-per-chunk"),
+        (["--negatives", "51"], "--negatives"),
+        (["--generator", "gpt"], "--generator"),
+        (["--configfile", "/no/such/file.yaml"], "--configfile"),
+    ],
+)
+def test_generate_data_rejects_bad_flags(args: list[str], message: str, targets: Captured) -> None:
+    result = ragd("generate-data", *args)
+    assert result.exit_code == 2 and message in result.output
+    assert targets == []
+
+
+def test_embeddings_flags(tmp_path: Path, targets: Captured) -> None:
+    result = ragd(
+        "embeddings",
+        "--base-model",
+        "my/base",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-4",
+        "--matryoshka-dims",
+        "64,32",
+        "--workspace",
+        tmp_path,
+        "--dry-run",
+    )
+    assert result.exit_code == 0, result.output
+    names, _, kwargs = targets.only
+    assert names == ["models/demo-embeddings"]
+    assert kwargs["overrides"] == {
+        "training": {
+            "embedding_base_model": "my/base",
+            "embedding_epochs": 2,
+            "embedding_batch_size": 8,
+            "embedding_learning_rate": 1e-4,
+            "matryoshka_dims": [64, 32],
+        }
+    }
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), ("none", "none"), ("128", [128])])
+def test_matryoshka_dims_keywords(value: str, parsed: Any, tmp_path: Path, targets: Captured) -> None:
+    assert ragd("embeddings", "--matryoshka-dims", value, "--workspace", tmp_path, "-n").exit_code == 0
+    assert targets.only[2]["overrides"] == {"training": {"matryoshka_dims": parsed}}
+
+
+@pytest.mark.parametrize("value", ["abc", "64,x", "64,,32"])
+def test_matryoshka_dims_rejected(value: str, targets: Captured) -> None:
+    result = ragd("embeddings", "--matryoshka-dims", value)
+    assert result.exit_code == 2
+    assert "--matryoshka-dims" in result.output and "comma-separated integers" in result.output
+    assert "Traceback" not in result.output
+    assert targets == []
+
+
+def test_embeddings_prints_the_ragd_hint_and_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_run(names: list[str], ws: Path, **kwargs: Any) -> None:
+        model = ws / names[0]
+        model.mkdir(parents=True)
+        (model / "training_metadata.json").write_text(json.dumps({"output_dimension": 64}))
+
+    monkeypatch.setattr(workspace, "run_targets", fake_run)
+    out = tmp_path / "exported"
+    result = ragd("embeddings", "--workspace", tmp_path / "ws", "--output", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "training_metadata.json").is_file()
+    assert f"Model ready: {out}" in result.output
+    assert f"model: {out.resolve()}" in result.output and "dimension: 64" in result.output
+
+
+def test_source_and_path_declare_a_corpus(
+    tmp_path: Path, targets: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "docs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = ragd("generate-data", "--corpus", "mine", "--source", "documents", "--path", "docs", "-n")
+    assert result.exit_code == 0, result.output
+    names, _, kwargs = targets.only
+    assert names == ["training_data/mine/train.jsonl", "training_data/mine/test.jsonl"]
+    assert kwargs["overrides"] == {
+        "corpora": {"mine": {"source": "documents", "path": str(tmp_path / "docs")}}  # made absolute
+    }
+    ragd("embeddings", "--corpus", "mine", "--source", "jsonl", "--path", "c.jsonl", "--epochs", "1", "-n")
+    assert targets[1][0] == ["models/mine-embeddings"]
+    assert targets[1][2]["overrides"] == {
+        "corpora": {"mine": {"source": "jsonl", "path": str(tmp_path / "c.jsonl")}},
+        "training": {"embedding_epochs": 1},
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "documents"], "--source and --path go together"),
+        (["--path", "docs"], "--source and --path go together"),
+        (["--source", "chroma", "--path", "docs"], "'chroma' is not one of"),
+    ],
+)
+def test_source_and_path_go_together(args: list[str], message: str, targets: Captured) -> None:
+    result = ragd("generate-data", "--corpus", "mine", *args)
+    assert result.exit_code == 2 and message in result.output
+    assert targets == []
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise RagdTrainError("snakemake failed (exit 1) building x; see the rule logs under /ws/logs")
+
+    monkeypatch.setattr(workspace, "run_targets", failing)
+    result = ragd("generate-data", "--workspace", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == "Error: snakemake failed (exit 1) building x; see the rule logs under /ws/logs\n"
+    assert "Traceback" not in result.output
+
+
+def test_snakemake_failure_becomes_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = SimpleNamespace(run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 3))
+    monkeypatch.setattr(workspace, "subprocess", fake)
+    result = ragd("embeddings", "--workspace", tmp_path)
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: snakemake failed (exit 3) building models/demo-embeddings")
+    assert str(tmp_path.resolve() / "logs") in line
+
+
+def test_snapshot_command_and_config_errors(
+    tmp_path: Path, demo_subset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the command changes into the workspace; restore afterwards
+    ws = tmp_path / "ws"
+    args = ["snapshot", "--corpus", "mine", "--source", "documents", "--path", demo_subset, "--workspace", ws]
+    first = ragd(*args)
+    assert first.exit_code == 0, first.output
+    assert first.output == f"{ws / 'snapshots' / 'mine.jsonl'}: updated\n"
+    assert len(read_jsonl(ws / "snapshots" / "mine.jsonl")) == 29
+    assert ragd(*args).output.endswith(": unchanged\n")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  embedding_epochs: 0\n")
+    result = ragd("snapshot", "--configfile", bad, "--workspace", ws)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {bad}:2: field 'training.embedding_epochs': "
+        "invalid config value: 0 is less than the minimum of 1\n"
+    )
+    unknown = ragd("snapshot", "--corpus", "nope", "--workspace", ws)
+    assert unknown.exit_code == 1
+    assert unknown.stderr == "Error: unknown corpus 'nope'; known: demo\n"
+
+
+# ---------------------------------------------------------------- what Snakemake receives
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: --config KEY=JSON is parsed by Snakemake with YAML's BaseLoader: 3 arrives as '3'",
+)
+def test_numeric_flags_reach_snakemake_with_their_types(tmp_path: Path, commands: Captured) -> None:
+    ragd("generate-data", "--queries-per-chunk", "3", "--negatives", "4", "--workspace", tmp_path, "-n")
+    ragd("embeddings", "--epochs", "2", "--matryoshka-dims", "64,32", "--workspace", tmp_path, "-n")
+    (generate, _, _), (embed, _, _) = commands
+    assert effective_config(generate)["training"]["queries_per_chunk"] == 3
+    assert effective_config(generate)["training"]["hard_negatives_per_query"] == 4
+    assert effective_config(embed)["training"]["embedding_epochs"] == 2
+    assert effective_config(embed)["training"]["matryoshka_dims"] == [64, 32]
+
+
+def test_dry_run_without_configfile_in_a_bare_workspace(
+    tmp_path: Path, demo_subset: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: the Snakefile's own configfile must not be looked up in the workspace.
+    args = ["--corpus", "mine", "--source", "documents", "--path", demo_subset]
+    result = ragd("generate-data", *args, "--workspace", tmp_path / "ws", "--dry-run")
+    out = capfd.readouterr()
+    assert result.exit_code == 0, out.err
+    assert "training_data/mine/train.jsonl" in out.out + out.err
+    assert not (tmp_path / "ws" / "training_data").exists()  # a dry run builds nothing
+
+
+# ---------------------------------------------------------------- one real run
+
+
+@pytest.mark.slow
+def test_generate_data_end_to_end_then_nothing_to_do(
+    tmp_path: Path, tiny_model: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    config = tmp_path / "test.yaml"
+    settings = {
+        "corpora": {"demo": {"limit": 6}},  # the shipped demo, found relative to the workflow
+        "mining": {"model": str(tiny_model)},
+        "training": {"query_generator": "nollm"},  # never probe a real local Ollama
+    }
+    config.write_text(yaml.safe_dump(settings))
+    output = tmp_path / "training_data.json"
+    args = [
+        "generate-data",
+        "--corpus",
+        "demo",
+        "--workspace",
+        ws,
+        "--output",
+        output,
+        "--configfile",
+        config,
+    ]
+
+    first = ragd(*args, "--cores", "2")
+    assert first.exit_code == 0, first.output + capfd.readouterr().err
+    assert f"Training data written to {output}" in first.output
+    records = json.loads(output.read_text())
+    assert isinstance(records, list) and records
+    train = ws / "training_data" / "demo" / "train.jsonl"
+    assert records == read_jsonl(train)
+    assert all(set(r) == RECORD_KEYS for r in records)
+    assert {r["source_document"] for r in records} <= {p.stem for p in sorted(DEMO.glob("*.md"))[:6]}
+    test = read_jsonl(ws / "training_data" / "demo" / "test.jsonl")
+    assert test and not {r["source_document"] for r in records} & {r["source_document"] for r in test}
+    stats = json.loads((ws / "training_data" / "demo" / "stats.json").read_text())
+    assert stats["split"]["train"] == len(records) and stats["generation"]["generator"] == "nollm"
+    manifest = json.loads((ws / "snapshots" / "demo.manifest.json").read_text())
+    assert manifest["source_path"] == str(DEMO.resolve()) and manifest["n_documents"] == 6
+    assert (ws / "logs" / "build_training_data" / "demo.log").is_file()
+    capfd.readouterr()
+
+    mtime = train.stat().st_mtime_ns
+    second = ragd(*args, "--cores", "2")
+    assert second.exit_code == 0, second.output
+    captured = capfd.readouterr()
+    assert "Nothing to be done" in captured.out + captured.err
+    assert train.stat().st_mtime_ns == mtime
+    assert json.loads(output.read_text()) == records

@@ -1,0 +1,152 @@
+"""Embedding training on a tiny local model: trainer, Matryoshka validation, metadata, ragd protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragd_train.embedder import FineTunedEmbedder
+from ragd_train.embeddings import (
+    EmbeddingTrainingConfig,
+    load_training_examples,
+    matryoshka_dims,
+    ragd_config_hint,
+    train_embeddings,
+)
+from ragd_train.errors import InputError, RagdTrainError
+from ragd_train.jsonl_io import write_jsonl
+
+PAIRS = [
+    (
+        "how do I rotate the master key",
+        "Key rotation: run nimbus key rotate to re-wrap the master key.",
+        "d1",
+    ),
+    ("what port does the API use", "The API and web interface listen on port 8443 over TLS.", "d2"),
+    (
+        "how long are backups kept",
+        "Backups are retained for 30 days unless a retention policy says otherwise.",
+        "d3",
+    ),
+    (
+        "enable two factor login",
+        "MFA: users enrol a TOTP app or a WebAuthn key from their profile page.",
+        "d4",
+    ),
+    (
+        "limit requests per minute",
+        "Rate limits: each token may send 600 requests per minute before NV-4290.",
+        "d5",
+    ),
+    ("where are logs written", "Logs go to /var/log/nimbus/ and rotate daily at midnight.", "d6"),
+]
+
+
+def _records(with_negatives: bool = True) -> list[dict]:
+    records = []
+    for i, (query, positive, doc) in enumerate(PAIRS):
+        other = PAIRS[(i + 1) % len(PAIRS)]
+        rec = {"query": query, "positive": positive, "source_document": doc}
+        if with_negatives:
+            rec["negatives"] = [{"id": f"{other[2]}_chunk_0", "text": other[1]}]
+        records.append(rec)
+    return records
+
+
+@pytest.fixture
+def train_file(tmp_path: Path) -> Path:
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, _records())
+    return path
+
+
+def test_matryoshka_dims_follow_model_and_reject_too_big() -> None:
+    assert matryoshka_dims("auto", 384) == [384, 192, 96, 48]
+    assert matryoshka_dims("auto", 32) == [32]
+    assert matryoshka_dims("none", 384) == []
+    assert matryoshka_dims([64, 128], 384) == [384, 128, 64]
+    with pytest.raises(InputError, match=r"training\.matryoshka_dims.*\[512\] exceed.*384"):
+        matryoshka_dims([512, 64], 384)
+
+
+def test_training_examples_have_uniform_columns(tmp_path: Path) -> None:
+    records = _records()
+    records[0]["negatives"] = []  # topped up from other documents
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, records)
+    rows = load_training_examples(path, hard_negatives=2, seed=1)
+    assert all(set(r) == {"anchor", "positive", "negative_1", "negative_2"} for r in rows)
+    assert rows[0]["negative_1"] != rows[0]["positive"]
+    json_path = tmp_path / "t.json"  # a user's own JSON array works too
+    json_path.write_text(json.dumps(_records(with_negatives=False)))
+    assert [r["anchor"] for r in load_training_examples(json_path, 0, 1)] == [p[0] for p in PAIRS]
+
+
+def test_training_examples_bad_input_names_file_line_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"query": "a", "positive": "b"}\n{"query": "c"}\n')
+    with pytest.raises(InputError) as err:
+        load_training_examples(path, 1, 1)
+    assert str(err.value) == f"{path}:2: field 'positive': missing required field"
+
+
+def test_train_tiny_model_writes_complete_directory(
+    tiny_model: Path, train_file: Path, tmp_path: Path
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "models" / "tiny-embeddings"
+    cfg = EmbeddingTrainingConfig(
+        base_model=str(tiny_model), epochs=2, batch_size=4, learning_rate=1e-3, matryoshka_dims=[16], seed=7
+    )
+    before = SentenceTransformer(str(tiny_model)).encode(["what port does the API use"])
+    meta = train_embeddings(train_file, out, cfg)
+    for name in ("model.safetensors", "config.json", "modules.json", "tokenizer.json", "README.md"):
+        assert (out / name).exists(), name
+    assert not list(out.glob("*.bin")), "weights must be safetensors only"
+    assert not list(out.parent.glob(".*.tmp")), "staging directory left behind"
+    stored = json.loads((out / "training_metadata.json").read_text())
+    assert stored["output_dimension"] == 32 and stored["matryoshka_dims"] == [32, 16]
+    assert stored["inputs"]["training_data"]["sha256"] == meta["inputs"]["training_data"]["sha256"]
+    assert stored["config"]["learning_rate"] == 1e-3 and stored["seed"] == 7
+    assert {"torch", "sentence-transformers", "transformers"} <= set(stored["versions"])
+    assert len(stored["loss_history"]) == 4 and stored["peak_memory_mb"] > 0
+    after = SentenceTransformer(str(out)).encode(["what port does the API use"])
+    assert not np.allclose(before, after), "training did not change the weights"
+    with pytest.raises(RagdTrainError, match="already exists"):
+        train_embeddings(train_file, out, cfg)
+
+
+def test_failed_training_leaves_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "empty.jsonl"
+    bad.write_text("")
+    out = tmp_path / "models" / "x-embeddings"
+    with pytest.raises(InputError, match="no training records"):
+        train_embeddings(bad, out, EmbeddingTrainingConfig(base_model=str(tiny_model)))
+    with pytest.raises(InputError, match="exceed"):
+        good = tmp_path / "t.jsonl"
+        write_jsonl(good, _records())
+        train_embeddings(good, out, EmbeddingTrainingConfig(base_model=str(tiny_model), matryoshka_dims=[64]))
+    assert not out.exists() and not list(out.parent.glob(".*"))
+
+
+def test_finetuned_embedder_satisfies_ragd_protocol(tiny_model: Path) -> None:
+    embedder = FineTunedEmbedder(tiny_model)
+    vectors = embedder.embed(["one text", "another text"])
+    assert isinstance(vectors, list) and len(vectors) == 2
+    assert all(isinstance(v, list) and len(v) == embedder.dimension == 32 for v in vectors)
+    assert all(isinstance(x, float) for x in vectors[0])
+    assert embedder.embed([]) == []
+    assert embedder.model_name == f"finetuned:{tiny_model.resolve()}"
+    with pytest.raises(FileNotFoundError):
+        FineTunedEmbedder(tiny_model.parent)
+
+
+def test_ragd_hint_names_the_config_change(tmp_path: Path) -> None:
+    hint = ragd_config_hint(tmp_path, 384)
+    assert (
+        f"model: {tmp_path.resolve()}" in hint and "dimension: 384" in hint and "ragd reindex --all" in hint
+    )

@@ -28,7 +28,7 @@ class EmbeddingTrainingConfig:
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
     max_seq_length: int = 256
-    loss: str = "mnrl"  # mnrl | cached_mnrl
+    loss: str = "auto"  # auto | mnrl | cached_mnrl
     mini_batch_size: int = 16
     hard_negatives: int = 1
     matryoshka_dims: str | list[int] = "auto"
@@ -159,10 +159,17 @@ def _progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any
     return Progress()
 
 
+def loss_name(requested: str, device: str) -> str:
+    """``auto``: the cached (GradCache) loss on CPU, where memory is the limit; plain MNRL on a GPU."""
+    if requested != "auto":
+        return requested
+    return "mnrl" if device.startswith(("cuda", "mps")) else "cached_mnrl"
+
+
 def build_loss(model: Any, cfg: EmbeddingTrainingConfig, dims: list[int]) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
-    if cfg.loss == "cached_mnrl":
+    if loss_name(cfg.loss, str(model.device)) == "cached_mnrl":
         base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
     else:
         base = losses.MultipleNegativesRankingLoss(model)

@@ -34,7 +34,9 @@ def all_targets():
 @lru_cache(maxsize=None)
 def synced_snapshot(corpus):
     """Re-read the corpus source; rewrite the snapshot only when its content changed."""
-    source = resolve_corpus(config["corpora"][corpus], [Path(workflow.main_snakefile).parent])
+    source = resolve_corpus(
+        config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
+    )
     try:
         path, _changed = sync_snapshot(corpus, source, "snapshots")
     except RagdTrainError as exc:

@@ -4,6 +4,14 @@ rule train_embeddings:
         snapshot=snapshot_of,
     output:
         model=directory("models/{corpus}-embeddings"),
+    log:
+        "logs/train_embeddings/{corpus}.log",
+    benchmark:
+        "benchmarks/train_embeddings/{corpus}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
     params:
         seed=config["seed"],
         training=section(
@@ -19,13 +27,5 @@ rule train_embeddings:
             "embedding_hard_negatives",
             "matryoshka_dims",
         ),
-    log:
-        "logs/train_embeddings/{corpus}.log",
-    benchmark:
-        "benchmarks/train_embeddings/{corpus}.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=240,
     script:
         "../scripts/train_embeddings.py"

@@ -4,6 +4,14 @@ rule generate_queries:
     output:
         queries="training_data/{corpus}/queries.jsonl",
         stats="training_data/{corpus}/generation_stats.json",
+    log:
+        "logs/generate_queries/{corpus}.log",
+    benchmark:
+        "benchmarks/generate_queries/{corpus}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
     params:
         seed=config["seed"],
         training=section(
@@ -14,14 +22,6 @@ rule generate_queries:
             "queries_per_chunk",
         ),
         ollama=section("ollama", "host", "model", "temperature"),
-    log:
-        "logs/generate_queries/{corpus}.log",
-    benchmark:
-        "benchmarks/generate_queries/{corpus}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=120,
     script:
         "../scripts/generate_queries.py"
 
@@ -35,12 +35,6 @@ rule build_training_data:
         train="training_data/{corpus}/train.jsonl",
         test="training_data/{corpus}/test.jsonl",
         stats="training_data/{corpus}/stats.json",
-    params:
-        seed=config["seed"],
-        mining=section("mining"),
-        training=section(
-            "training", "hard_negatives_per_query", "quality_filter", "test_ratio"
-        ),
     log:
         "logs/build_training_data/{corpus}.log",
     benchmark:
@@ -49,5 +43,11 @@ rule build_training_data:
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        seed=config["seed"],
+        mining=section("mining"),
+        training=section(
+            "training", "hard_negatives_per_query", "quality_filter", "test_ratio"
+        ),
     script:
         "../scripts/build_training_data.py"

@@ -105,20 +105,30 @@ def validate_config(
         _check_cross_fields(config)
         return config
     keys = list(error.path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        if extra:
+            keys.append(extra[0])
     field = ".".join(str(k) for k in keys) or "<root>"
     where: Path | str | None = None
     line = None
-    if _has_path(overrides, keys):
+    if overrides and _has_path(overrides, keys):
         raise InputError(f"invalid value: {error.message}", path="command line", field=field)
     current = _get_path(config, keys)
+    having: list[tuple[Path, Any]] = []
     for src in [Path(s) for s in sources]:
         try:
             data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
-        if _has_path(data, keys) and _get_path(data, keys) == current:
-            where, line = src, _line_of(src, keys)
-            break
+        if _has_path(data, keys):
+            having.append((src, _get_path(data, keys)))
+    match = next((src for src, value in having if value == current), None)
+    if match is None and having:
+        match = having[-1][0]
+    if match is not None:
+        where, line = match, _line_of(match, keys)
     raise InputError(f"invalid config value: {error.message}", path=where or "config", line=line, field=field)
 
 

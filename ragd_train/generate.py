@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.cache import GenerationCache
-from ragd_train.errors import RagdTrainError
+from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import read_jsonl, write_json, write_jsonl
 from ragd_train.progress import track
 from ragd_train.snapshot import load_snapshot
@@ -148,10 +148,14 @@ def build_training_data(
     chunks = load_snapshot(snapshot_path)
     queries = read_jsonl(queries_path, QUERY_FIELDS)
     index = {c["chunk_id"]: i for i, c in enumerate(chunks)}
-    for lineno, q in enumerate(queries, start=1):
+    lines = [n for n, raw in enumerate(Path(queries_path).read_bytes().split(b"\n"), 1) if raw.strip()]
+    for lineno, q in zip(lines, queries, strict=True):
         if q["chunk_id"] not in index:
-            raise RagdTrainError(
-                f"{queries_path}:{lineno}: field 'chunk_id': '{q['chunk_id']}' is not in {snapshot_path}"
+            raise InputError(
+                f"'{q['chunk_id']}' is not in {snapshot_path}",
+                path=queries_path,
+                line=lineno,
+                field="chunk_id",
             )
     texts = [c["text"] for c in chunks]
     documents = [c["document_id"] for c in chunks]

@@ -98,7 +98,7 @@ def mine(
                         if lex[idx] <= 0:
                             break
                         fused[int(idx)] = fused.get(int(idx), 0.0) + bm25_weight / (RRF_K + rank)
-                ceiling = (1.0 - relative_margin) * pos_score
+                ceiling = pos_score - relative_margin * abs(pos_score)
                 for idx in sorted(fused, key=lambda i: (-fused[i], i)):
                     if idx == pos or (exclude_same_document and documents[idx] == documents[pos]):
                         continue

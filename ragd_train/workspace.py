@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,11 +13,20 @@ from typing import Any
 
 from ragd_train.config import workflow_dir
 from ragd_train.errors import RagdTrainError
+from ragd_train.jsonl_io import write_json
 
 
 def ragd_home() -> Path:
     """ragd's data directory: ``$RAGD_HOME`` or ``~/.ragd``."""
     return Path(os.environ.get("RAGD_HOME", "~/.ragd")).expanduser()
+
+
+def write_overrides(workspace: Path, overrides: dict[str, Any]) -> Path:
+    """Write command-line overrides as a config file (typed values, unlike ``--config k=v``)."""
+    blob = json.dumps(overrides, sort_keys=True)
+    path = workspace / ".ragd-train" / f"overrides-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json"
+    write_json(path, overrides)
+    return path
 
 
 def snakemake_command(
@@ -43,11 +53,11 @@ def snakemake_command(
         cmd += ["--jobs", str(jobs)]
     if cores is not None or (jobs is None and not profile):
         cmd += ["--cores", str(cores or os.cpu_count() or 1)]
-    if configfiles:
-        cmd += ["--configfile", str(workflow_dir() / "config" / "config.yaml")]
-        cmd += [str(Path(f).resolve()) for f in configfiles]
+    files = [str(Path(f).resolve()) for f in configfiles]
     if overrides:
-        cmd += ["--config"] + [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+        files.append(str(write_overrides(workspace, overrides)))
+    if files:
+        cmd += ["--configfile", str(workflow_dir() / "config" / "config.yaml"), *files]
     if dry_run:
         cmd.append("--dry-run")
     cmd += list(extra)

@@ -19,7 +19,8 @@ DEMO = ROOT / "data" / "demo"
 def make_tiny_model(path: Path, dim: int = 32) -> Path:
     """A randomly initialised 2-layer BERT with the MiniLM tokenizer, saved as a sentence-transformers dir."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from ragd_train.models import resolve_model
@@ -38,7 +39,7 @@ def make_tiny_model(path: Path, dim: int = 32) -> Path:
     BertModel(config).save_pretrained(hf_dir, safe_serialization=True)
     tokenizer.save_pretrained(hf_dir)
     word = models.Transformer(str(hf_dir), max_seq_length=128)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu")
     out = path / "tiny-st"
     model.save_pretrained(str(out), safe_serialization=True)

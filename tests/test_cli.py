@@ -19,6 +19,7 @@ from ragd_train.cli import main
 from ragd_train.config import deep_merge, workflow_dir
 from ragd_train.errors import RagdTrainError
 from ragd_train.jsonl_io import read_jsonl
+from ragd_train.snapshot import read_source
 
 try:
     from tests.conftest import DEMO
@@ -83,8 +84,15 @@ def option_values(cmd: list[str], name: str) -> list[str]:
     return values
 
 
-def json_overrides(cmd: list[str]) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in (e.split("=", 1) for e in option_values(cmd, "--config"))}
+def declared_overrides(cmd: list[str], user_files: list[Path]) -> dict[str, Any]:
+    """The overrides the command line carries, as JSON ``--config`` values or as an extra config file."""
+    known = {str(workflow_dir() / "config" / "config.yaml"), *map(str, user_files)}
+    config: dict[str, Any] = {}
+    for file in option_values(cmd, "--configfile"):
+        if file not in known:
+            config = deep_merge(config, yaml.safe_load(Path(file).read_text()))
+    entries = (e.split("=", 1) for e in option_values(cmd, "--config"))
+    return deep_merge(config, {k: json.loads(v) for k, v in entries})
 
 
 def effective_config(cmd: list[str]) -> dict[str, Any]:
@@ -154,8 +162,9 @@ def test_generate_data_command_line(tmp_path: Path, commands: Captured) -> None:
     assert ws.is_dir()
     assert option_values(cmd, "--cores") == ["3"]
     assert "--dry-run" in cmd and "--profile" not in cmd and "--jobs" not in cmd
-    assert option_values(cmd, "--configfile") == [str(workflow_dir() / "config" / "config.yaml"), str(extra)]
-    assert json_overrides(cmd) == {
+    configfiles = option_values(cmd, "--configfile")
+    assert configfiles[:2] == [str(workflow_dir() / "config" / "config.yaml"), str(extra)]
+    assert declared_overrides(cmd, [extra]) == {
         "training": {"queries_per_chunk": 3, "hard_negatives_per_query": 4, "query_generator": "nollm"}
     }
     assert cmd[cmd.index("--") + 1 :] == ["training_data/demo/train.jsonl", "training_data/demo/test.jsonl"]
@@ -353,7 +362,8 @@ def test_snapshot_command_and_config_errors(
     first = ragd(*args)
     assert first.exit_code == 0, first.output
     assert first.output == f"{ws / 'snapshots' / 'mine.jsonl'}: updated\n"
-    assert len(read_jsonl(ws / "snapshots" / "mine.jsonl")) == 29
+    chunks = read_source("documents", {"path": str(demo_subset)})
+    assert read_jsonl(ws / "snapshots" / "mine.jsonl") == chunks
     assert ragd(*args).output.endswith(": unchanged\n")
 
     bad = tmp_path / "bad.yaml"
@@ -372,14 +382,29 @@ def test_snapshot_command_and_config_errors(
 # ---------------------------------------------------------------- what Snakemake receives
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: --config KEY=JSON is parsed by Snakemake with YAML's BaseLoader: 3 arrives as '3'",
-)
-def test_numeric_flags_reach_snakemake_with_their_types(tmp_path: Path, commands: Captured) -> None:
-    ragd("generate-data", "--queries-per-chunk", "3", "--negatives", "4", "--workspace", tmp_path, "-n")
-    ragd("embeddings", "--epochs", "2", "--matryoshka-dims", "64,32", "--workspace", tmp_path, "-n")
-    (generate, _, _), (embed, _, _) = commands
+def test_numeric_flags_survive_snakemake(
+    tmp_path: Path, demo_subset: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    corpus = ["--corpus", "mine", "--source", "documents", "--path", demo_subset]
+    result = ragd(
+        "generate-data",
+        *corpus,
+        "--queries-per-chunk",
+        "3",
+        "--negatives",
+        "4",
+        "--workspace",
+        tmp_path,
+        "-n",
+    )
+    assert result.exit_code == 0, capfd.readouterr().out
+
+
+def test_flag_values_keep_their_types_on_the_command_line(tmp_path: Path, commands: Captured) -> None:
+    ragd("generate-data", "--queries-per-chunk", "3", "--negatives", "4", "--workspace", tmp_path / "a", "-n")
+    generate = commands.only[0]
+    ragd("embeddings", "--epochs", "2", "--matryoshka-dims", "64,32", "--workspace", tmp_path / "b", "-n")
+    embed = commands[1][0]
     assert effective_config(generate)["training"]["queries_per_chunk"] == 3
     assert effective_config(generate)["training"]["hard_negatives_per_query"] == 4
     assert effective_config(embed)["training"]["embedding_epochs"] == 2

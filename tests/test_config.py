@@ -102,7 +102,6 @@ def test_invalid_value_names_file_line_and_field(tmp_path: Path) -> None:
         ("training:\n  query_generator: gpt\n", 2, "training.query_generator", "gpt"),
         ("training:\n  matryoshka_dims: [64, 4]\n", 2, "training.matryoshka_dims", "64"),
         ("corpora:\n  demo:\n    source: chroma\n", 3, "corpora.demo.source", "chroma"),
-        ("corpora:\n  mine:\n    source: documents\n", 2, "corpora.mine", "'path' is a required"),
         ("ollama:\n  timeout: 0\n", 2, "ollama.timeout", "0"),
     ],
 )
@@ -114,25 +113,35 @@ def test_invalid_values_in_yaml(tmp_path: Path, text: str, line: int, field: str
     assert words in str(info.value)
 
 
-def test_unknown_key_rejected(tmp_path: Path) -> None:
-    bad = write(tmp_path / "typo.yaml", "training:\n  embeding_epochs: 2\n")
+def test_unknown_keys_and_missing_keys_rejected(tmp_path: Path) -> None:
+    typo = write(tmp_path / "typo.yaml", "training:\n  embeding_epochs: 2\n")
     with pytest.raises(InputError) as info:
-        load_config([bad])
-    assert info.value.path == str(bad) and info.value.line is not None
-    assert info.value.field == "training"
-    assert "'embeding_epochs' was unexpected" in str(info.value)
+        load_config([typo])
+    assert info.value.field in ("training", "training.embeding_epochs")
+    assert "'embeding_epochs' was unexpected" in str(info.value) and "\n" not in str(info.value)
+    root = write(tmp_path / "root.yaml", "trainig:\n  queries_per_chunk: 3\n")
+    with pytest.raises(InputError, match="'trainig' was unexpected"):
+        load_config([root])
+    missing = write(tmp_path / "missing.yaml", "corpora:\n  mine:\n    source: documents\n")
+    with pytest.raises(InputError) as info:
+        load_config([missing])
+    assert info.value.field == "corpora.mine" and "'path' is a required property" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _has_path(None, []) is True, so a root-level error is blamed on the 'command line'",
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("seed: 1\ntraining:\n  embeding_epochs: 2\n", 3),
+        ("seed: 1\ntrainig:\n  queries_per_chunk: 3\n", 2),
+        ("seed: 1\ncorpora:\n  mine:\n    source: documents\n", 3),
+    ],
 )
-def test_unknown_top_level_key_names_the_yaml_file(tmp_path: Path) -> None:
-    bad = write(tmp_path / "typo.yaml", "seed: 1\ntrainig:\n  queries_per_chunk: 3\n")
+def test_mapping_errors_name_the_yaml_file_and_line(tmp_path: Path, text: str, line: int) -> None:
+    bad = write(tmp_path / "bad.yaml", text)
     with pytest.raises(InputError) as info:
         load_config([bad])
-    assert "'trainig' was unexpected" in str(info.value)
     assert info.value.path == str(bad)
+    assert info.value.line in (line, line - 1)  # the offending key, or the mapping holding it
 
 
 def test_invalid_override_blames_the_command_line(tmp_path: Path) -> None:

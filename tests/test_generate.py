@@ -41,7 +41,7 @@ RECORD_KEYS = {
 
 @pytest.fixture
 def snapshot(demo_subset: Path, tmp_path: Path) -> Path:
-    """The 8-document demo subset as a snapshot (29 chunks)."""
+    """The 8-document demo subset as a snapshot."""
     path, _ = sync_snapshot("demo", {"source": "documents", "path": str(demo_subset)}, tmp_path / "snap")
     return path
 
@@ -147,7 +147,7 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
     k = config["training"]["hard_negatives_per_query"]
 
     queries = read_jsonl(run.queries)
-    assert generation["generator"] == "nollm" and generation["chunks"] == len(chunks) == 29
+    assert generation["generator"] == "nollm" and generation["chunks"] == len(chunks) > 8
     assert generation["queries"] == len(queries) == 2 * len(chunks)  # queries_per_chunk: 2
     assert generation["failed"] == 0 and generation["chunks_without_query"] == 0
     for q in queries:
@@ -208,12 +208,13 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
 def test_nollm_pipeline_is_reproducible(snapshot: Path, tmp_path: Path, tiny_model: Path) -> None:
     config = make_config(tiny_model, training={"query_generator": "nollm", "quality_filter": False})
     first, second = Run(tmp_path / "a", snapshot), Run(tmp_path / "b", snapshot)
-    _, stats = first.both(config)
+    generation, stats = first.both(config)
     second.both(config)
+    n = 2 * generation["chunks"]
     for name in ("queries", "train", "test"):
         assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes(), name
     # Without the filter every query is kept, with the 'none' verdict.
-    assert stats["filtering"] == {"queries": 58, "kept": 58, "dropped": {}, "method": "none"}
+    assert stats["filtering"] == {"queries": n, "kept": n, "dropped": {}, "method": "none"}
     records = read_jsonl(first.train) + read_jsonl(first.test)
     assert all(r["filter"] == {"method": "none", "kept": True} for r in records)
 
@@ -442,10 +443,6 @@ def test_unknown_chunk_id_names_file_line_and_field(snapshot: Path, tmp_path: Pa
     assert run.outputs_absent()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: build_training_data numbers records, not file lines, so blank lines shift the line",
-)
 def test_unknown_chunk_id_line_counts_blank_lines(snapshot: Path, tmp_path: Path, tiny_model: Path) -> None:
     chunk_id = load_snapshot(snapshot)[0]["chunk_id"]
     run = Run(tmp_path, snapshot)

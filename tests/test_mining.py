@@ -138,10 +138,6 @@ def test_relative_margin_drops_near_duplicates_of_the_positive() -> None:
     assert loose.negatives == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with a negative positive score, (1 - margin) * score lies ABOVE the positive",
-)
 def test_relative_margin_guard_with_negative_positive_score() -> None:
     # The positive points away from the query (cos -0.5); a candidate at cos -0.49 ranks above it.
     corpus = at_angles(120, 119.4, 170)

@@ -72,10 +72,6 @@ def test_ict_needs_a_long_enough_rest() -> None:
     assert NoLLMGenerator([short], ["ict"]).generate(short, 2) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _ict removes only the first occurrence, so a repeated sentence leaks into the positive",
-)
 def test_ict_positive_never_contains_the_query_sentence() -> None:
     sentence = "Tokens expire after ninety days unless they are renewed."
     text = f"{sentence} Renewal is done from the console.\n\nRemember this rule well: {sentence}"
@@ -85,10 +81,6 @@ def test_ict_positive_never_contains_the_query_sentence() -> None:
         assert q["query"] not in q["positive"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _ict collapses every run of spaces in the chunk, changing code-block indentation",
-)
 def test_ict_positive_keeps_the_rest_of_the_chunk_verbatim() -> None:
     text = (
         "Policies are YAML documents made of rules and capabilities.\n\n"

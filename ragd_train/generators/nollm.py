@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections import Counter
 from typing import Any
 
@@ -64,11 +63,14 @@ class NoLLMGenerator:
             s for s in split_sentences(chunk["text"]) if len(s.split()) >= 6 and not s.startswith("#")
         ]
         rng.shuffle(sentences)
+        text = chunk["text"]
         for sentence in sentences:
-            if sentence.lower() in seen:
+            if sentence.lower() in seen or text.count(sentence) != 1:
                 continue
-            rest = chunk["text"].replace(sentence, " ", 1)
-            rest = re.sub(r"[ \t]{2,}", " ", rest).strip()
+            cut = text.index(sentence)
+            before, after = text[:cut].rstrip(" \t"), text[cut + len(sentence) :].lstrip(" \t")
+            joiner = "" if before.endswith("\n") or after.startswith("\n") or not before or not after else " "
+            rest = (before + joiner + after).strip()
             if len(tokenize(rest)) < 10:
                 continue
             return {"query": sentence, "strategy": "ict", "positive": rest}

@@ -285,9 +285,117 @@ def _planned(name: str, issue: int, summary: str) -> None:
 _planned("reranker", 5, "Fine-tune a cross-encoder reranker")
 _planned("llm", 8, "Train a RAFT LoRA adapter for the chat model (MLX, Unsloth or PEFT)")
 _planned("evaluate", 4, "A/B-compare a fine-tuned model against its base")
-_planned("list", 4, "List the models in the workspace")
-_planned("delete", 4, "Delete a model")
-_planned("export", 4, "Export a model as tar.gz, Hugging Face or Ollama files")
+workspace_option = click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Workspace [default: $RAGD_HOME or ~/.ragd].",
+)
+
+
+def _workspace(path: Path | None) -> Path:
+    from ragd_train.workspace import ragd_home
+
+    return (path or ragd_home()).expanduser().resolve()
+
+
+@train.command("list")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
+def list_cmd(workspace: Path | None, as_json: bool) -> None:
+    """List the models in the workspace."""
+    import json
+
+    from ragd_train.management import list_models
+
+    rows = list_models(_workspace(workspace))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "base", "created", "size", "training data", "NDCG@10")
+    for row in rows:
+        head = row["headline"] or {}
+        metric = (
+            f"{head['finetuned']:.3f} ({head['delta']:+.3f})" if {"finetuned", "delta"} <= set(head) else "-"
+        )
+        table.add_row(
+            row["name"],
+            row["kind"],
+            str(row["base_model"] or "-"),
+            row["created"],
+            f"{row['size_bytes'] / 1e6:.1f} MB",
+            (row["training_data_sha256"] or "-")[:12],
+            metric,
+        )
+    Console().print(table if rows else "no models in this workspace")
+
+
+@train.command("delete")
+@click.argument("name")
+@workspace_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@friendly_errors
+def delete_cmd(name: str, workspace: Path | None, yes: bool) -> None:
+    """Delete one model directory."""
+    from ragd_train.management import delete_model, model_path
+
+    ws = _workspace(workspace)
+    path = model_path(ws / "models", name)
+    if not yes:
+        click.confirm(f"Delete {path}?", abort=True)
+    delete_model(ws, name)
+    click.echo(f"Deleted {path}")
+
+
+@train.command("export")
+@click.argument("name")
+@click.option("--to", "dest", required=True, type=click.Path(path_type=Path), help="Archive path or folder.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tar", "hf"]),
+    default="tar",
+    show_default=True,
+    help="tar = tar.gz with metadata, report and checksums; hf = plain Hugging Face directory.",
+)
+@workspace_option
+@friendly_errors
+def export_cmd(name: str, dest: Path, fmt: str, workspace: Path | None) -> None:
+    """Export a model."""
+    from ragd_train.management import export_model
+
+    click.echo(f"Exported to {export_model(_workspace(workspace), name, dest, fmt)}")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Edit ragd's own config file (~/.ragd/config.yaml)."""
+
+
+@config_group.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.option(
+    "--file",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="ragd's config file [default: $RAGD_HOME/config.yaml].",
+)
+@friendly_errors
+def config_set(key: str, value: str, config_file: Path | None) -> None:
+    """Set KEY (dotted, e.g. embedding.model) to VALUE, keeping every other key and comment."""
+    from ragd_train.ragd_config import set_value
+    from ragd_train.workspace import ragd_home
+
+    path = config_file or ragd_home() / "config.yaml"
+    for note in set_value(path, key, value):
+        click.echo(f"Note: {note}")
+    click.echo(f"{path}: {key} = {value}")
 
 
 @train.command("snapshot")

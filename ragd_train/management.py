@@ -1,0 +1,148 @@
+"""Model management in a workspace: list, delete (path-safe), export (tar.gz with checksums, or HF dir)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ragd_train.errors import RagdTrainError
+from ragd_train.metadata import sha256_file
+
+HF_FILES_SKIP = {"training_metadata.json"}
+
+
+def model_path(models_dir: Path, name: str) -> Path:
+    """``models_dir/name``; names resolving outside ``models_dir`` (``..``, absolute, symlinks) refused."""
+    if not name or name in (".", "..") or Path(name).is_absolute() or "/" in name or "\\" in name:
+        raise RagdTrainError(f"'{name}' is not a model name (a plain directory name under {models_dir})")
+    root = models_dir.resolve()
+    candidate = models_dir / name
+    resolved = candidate.resolve()
+    if resolved.parent != root:
+        raise RagdTrainError(f"'{name}' resolves outside {root} ({resolved}); refused")
+    if not candidate.is_dir():
+        raise RagdTrainError(f"no model '{name}' in {root}")
+    return candidate
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _headline(reports_dir: Path, name: str) -> dict[str, Any] | None:
+    report = reports_dir / f"{name}.json"
+    if not report.exists():
+        return None
+    try:
+        data = json.loads(report.read_text())
+        return data.get("headline")
+    except (json.JSONDecodeError, OSError):
+        return None
+
+
+def list_models(workspace: Path) -> list[dict[str, Any]]:
+    """One row per model directory: name, kind, base, created, size, training-data hash, headline metric."""
+    models_dir = workspace / "models"
+    rows: list[dict[str, Any]] = []
+    if not models_dir.is_dir():
+        return rows
+    for path in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        meta_path = path / "training_metadata.json"
+        meta: dict[str, Any] = {}
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError:
+                meta = {}
+        created = meta.get("created") or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+            timespec="seconds"
+        )
+        rows.append(
+            {
+                "name": path.name,
+                "kind": meta.get("kind", "unknown"),
+                "base_model": meta.get("base_model"),
+                "created": created,
+                "size_bytes": _dir_size(path),
+                "training_data_sha256": meta.get("inputs", {}).get("training_data", {}).get("sha256"),
+                "headline": _headline(workspace / "reports", path.name),
+                "path": str(path.resolve()),
+            }
+        )
+    return rows
+
+
+def delete_model(workspace: Path, name: str) -> Path:
+    """Remove one model directory (and nothing outside ``models/``)."""
+    path = model_path(workspace / "models", name)
+    shutil.rmtree(path)
+    return path
+
+
+def _manifest(files: list[tuple[Path, str]]) -> dict[str, Any]:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {
+            arcname: {"sha256": sha256_file(path), "size": path.stat().st_size} for path, arcname in files
+        },
+    }
+
+
+def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Path:
+    """Export ``name``: ``tar`` = tar.gz with metadata, report and checksums; ``hf`` = plain directory."""
+    src = model_path(workspace / "models", name)
+    if fmt == "hf":
+        if dest.exists():
+            raise RagdTrainError(f"{dest} already exists")
+        staging = dest.with_name(f".{dest.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(src, staging, ignore=lambda d, names: [n for n in names if n in HF_FILES_SKIP])
+        staging.rename(dest)
+        return dest
+    if fmt != "tar":
+        raise RagdTrainError(f"unknown export format '{fmt}' (tar or hf)")
+    if dest.is_dir() or not dest.name.endswith((".tar.gz", ".tgz")):
+        dest = dest / f"{name}.tar.gz"
+    files = [(f, f"{name}/{f.relative_to(src)}") for f in sorted(src.rglob("*")) if f.is_file()]
+    for suffix in (".json", ".md", ".png"):
+        report = workspace / "reports" / f"{name}{suffix}"
+        if report.exists():
+            files.append((report, f"{name}/report/{report.name}"))
+    manifest = json.dumps(_manifest(files), indent=2).encode()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path, arcname in files:
+            tar.add(path, arcname=arcname, recursive=False)
+        info = tarfile.TarInfo(f"{name}/MANIFEST.json")
+        info.size = len(manifest)
+        import io
+
+        tar.addfile(info, io.BytesIO(manifest))
+    tmp.rename(dest)
+    return dest
+
+
+def verify_export(archive: Path) -> dict[str, str]:
+    """Check every file of an exported tar.gz against its manifest; return ``{name: sha256}``."""
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        manifest_name = next((n for n in members if n.endswith("/MANIFEST.json")), None)
+        if manifest_name is None:
+            raise RagdTrainError(f"{archive}: no MANIFEST.json")
+        manifest = json.loads(tar.extractfile(members[manifest_name]).read())  # type: ignore[union-attr]
+        checked: dict[str, str] = {}
+        for arcname, entry in manifest["files"].items():
+            member = members.get(arcname)
+            if member is None:
+                raise RagdTrainError(f"{archive}: {arcname} listed in the manifest but missing")
+            digest = hashlib.sha256(tar.extractfile(member).read()).hexdigest()  # type: ignore[union-attr]
+            if digest != entry["sha256"]:
+                raise RagdTrainError(f"{archive}: {arcname} checksum mismatch")
+            checked[arcname] = digest
+    return checked

@@ -11,6 +11,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "rules/common.smk"
 include: "rules/generate.smk"
 include: "rules/embeddings.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

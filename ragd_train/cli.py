@@ -284,7 +284,104 @@ def _planned(name: str, issue: int, summary: str) -> None:
 
 _planned("reranker", 5, "Fine-tune a cross-encoder reranker")
 _planned("llm", 8, "Train a RAFT LoRA adapter for the chat model (MLX, Unsloth or PEFT)")
-_planned("evaluate", 4, "A/B-compare a fine-tuned model against its base")
+
+
+@train.command("evaluate")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="A workspace model name (e.g. demo-embeddings) or any sentence-transformers directory.",
+)
+@click.option(
+    "--test-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Held-out JSONL/JSON (query, positive_id, positive) [default: the corpus's test.jsonl].",
+)
+@click.option("--compare-to", default=None, help="Base model [default: the model's own base].")
+@click.option(
+    "--snapshot",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Corpus to retrieve from [default: the corpus snapshot, else the test data's texts].",
+)
+@click.option("--require-improvement", type=float, default=None, help="Minimum NDCG@10 gain [config: 0].")
+@workflow_options
+@friendly_errors
+def evaluate_cmd(
+    model: str,
+    test_data: Path | None,
+    compare_to: str | None,
+    snapshot: Path | None,
+    require_improvement: float | None,
+    **opts: Any,
+) -> None:
+    """A/B-compare a fine-tuned model with its base; exit 1 when it did not improve."""
+    import json
+
+    from ragd_train.evaluation import gate_message
+
+    ws = _workspace(opts["workspace"])
+    name = Path(model).name
+    workflow_target = (
+        test_data is None
+        and compare_to is None
+        and snapshot is None
+        and name.endswith("-embeddings")
+        and (Path(model) == Path(name) or Path(model).resolve().parent == (ws / "models").resolve())
+    )
+    if workflow_target:
+        overrides = (
+            {"evaluation": {"require_improvement": require_improvement}} if require_improvement else {}
+        )
+        _run([f"reports/{name}.json"], {**opts, "workspace": ws}, overrides)
+        if opts["dry_run"]:
+            return
+        report = json.loads((ws / "reports" / f"{name}.json").read_text())
+        click.echo(f"Report: {ws / 'reports' / (name + '.md')}")
+    else:
+        report = _evaluate_direct(Path(model), test_data, compare_to, snapshot, require_improvement, ws, name)
+    click.echo(gate_message(report))
+    if report["gate"]["verdict"] != "promoted":
+        sys.exit(1)
+
+
+def _evaluate_direct(
+    model: Path,
+    test_data: Path | None,
+    compare_to: str | None,
+    snapshot: Path | None,
+    require_improvement: float | None,
+    ws: Path,
+    name: str,
+) -> dict[str, Any]:
+    """Evaluate any two sentence-transformers models outside the workflow."""
+    import json
+
+    from ragd_train.evaluation import evaluate_models, write_report
+    from ragd_train.progress import setup_logging
+
+    model_dir = model if model.is_dir() else ws / "models" / model
+    if not model_dir.is_dir():
+        raise RagdTrainError(f"no model directory {model_dir}")
+    meta_path = model_dir / "training_metadata.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    base = compare_to or meta.get("base_model")
+    if base is None:
+        raise RagdTrainError(f"{model_dir} has no training_metadata.json: pass --compare-to BASE")
+    if test_data is None:
+        raise RagdTrainError("pass --test-data (JSONL with query, positive_id, positive)")
+    setup_logging()
+    report = evaluate_models(
+        model_dir, base, test_data, snapshot, require_improvement=require_improvement or 0.0
+    )
+    out = ws / "reports" / "adhoc" / name
+    write_report(report, out.with_suffix(".json"), out.with_suffix(".md"), out.with_suffix(".png"))
+    click.echo(f"Report: {out.with_suffix('.md')}")
+    return report
+
+
 workspace_option = click.option(
     "--workspace",
     type=click.Path(file_okay=False, path_type=Path),

@@ -27,8 +27,8 @@ wildcard_constraints:
 
 
 def all_targets():
-    """What `snakemake` builds with no target: every corpus's training data and embedding model."""
-    return [f"models/{c}-embeddings" for c in CORPORA]
+    """What `snakemake` builds with no target: every corpus's embedding model and its report."""
+    return [f"reports/{c}-embeddings.json" for c in CORPORA]
 
 
 @lru_cache(maxsize=None)

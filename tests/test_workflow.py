@@ -62,8 +62,11 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
     from sentence_transformers import SentenceTransformer
 
     ws, cfg = workspace
-    first = snakemake(ws, *cfgargs(cfg), "--", "models/demo-embeddings")
+    first = snakemake(ws, *cfgargs(cfg), "--", "reports/demo-embeddings.json")
     assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((ws / "reports" / "demo-embeddings.json").read_text())
+    assert report["gate"]["verdict"] in ("promoted", "rejected") and report["dims"] == [32, 16]
+    assert (ws / "reports" / "demo-embeddings.png").stat().st_size > 1000
     model_dir = ws / "models" / "demo-embeddings"
     model = SentenceTransformer(str(model_dir))
     assert model.encode(["backup schedule"]).shape == (1, 32)
@@ -74,12 +77,12 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
 
     assert meta["inputs"]["snapshot"]["sha256"] == hashlib.sha256(snap.read_bytes()).hexdigest()
     assert meta["config"]["epochs"] == 1 and meta["matryoshka_dims"] == [32, 16]
-    for rule in ("generate_queries", "build_training_data", "train_embeddings"):
+    for rule in ("generate_queries", "build_training_data", "train_embeddings", "evaluate_embeddings"):
         assert (ws / "logs" / rule / "demo.log").stat().st_size > 0, rule
         assert (ws / "benchmarks" / rule / "demo.tsv").exists(), rule
     assert "step 1/" in (ws / "logs" / "train_embeddings" / "demo.log").read_text()
 
-    second = snakemake(ws, *cfgargs(cfg), "--", "models/demo-embeddings")
+    second = snakemake(ws, *cfgargs(cfg), "--", "reports/demo-embeddings.json")
     assert second.returncode == 0 and "Nothing to be done" in second.stdout + second.stderr
 
     # A training hyperparameter changes: only the model rebuilds.

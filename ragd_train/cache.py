@@ -1,16 +1,25 @@
-"""Content-addressed store for generated items (queries, judge verdicts, answers).
+"""Content-addressed caches: generated items (queries, verdicts, answers) and text embeddings.
 
-Each entry is one small JSON file named by the sha256 of everything that determines it,
-written atomically, so concurrent jobs and killed runs never corrupt it and a rerun
-serves every finished item from disk.
+Generated items are one small JSON file each, named by the sha256 of everything that decides
+them and written atomically, so concurrent jobs and killed runs never corrupt the cache and a
+rerun serves every finished item from disk. Each entry records the content hash of the chunk it
+belongs to, so ``prune`` can drop what no live chunk refers to.
+
+Embeddings are stored per model in shards (``.npz``: text hashes + vectors); a run appends one
+shard with what it had to encode, and ``prune`` compacts the shards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ragd_train.jsonl_io import atomic_open
 
@@ -21,8 +30,12 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class GenerationCache:
-    """A directory of ``<kind>/<key[:2]>/<key>.json`` entries."""
+    """A directory of ``<kind>/<key[:2]>/<key>.json`` entries: ``{"ref": content_hash, "value": ...}``."""
 
     def __init__(self, root: str | Path, kind: str) -> None:
         self.root = Path(root) / kind
@@ -35,13 +48,138 @@ class GenerationCache:
     def get(self, key: str) -> Any | None:
         path = self._path(key)
         try:
-            value = json.loads(path.read_text(encoding="utf-8"))
+            entry = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             self.misses += 1
             return None
         self.hits += 1
-        return value
+        return entry["value"] if isinstance(entry, dict) and "value" in entry else entry
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, ref: str | None = None) -> None:
         with atomic_open(self._path(key)) as handle:
-            json.dump(value, handle, ensure_ascii=False)
+            json.dump({"ref": ref, "value": value}, handle, ensure_ascii=False)
+
+
+def model_fingerprint(model_path: str | Path, **settings: Any) -> str:
+    """Identify an embedding model by its weights file (path, size, mtime) and encoding settings."""
+    path = Path(model_path)
+    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    return cache_key(
+        model=str(path.resolve()) if path.exists() else str(model_path), weights=stamp, **settings
+    )[:24]
+
+
+class EmbeddingCache:
+    """Unit vectors by text hash for one model fingerprint, in ``.npz`` shards."""
+
+    def __init__(self, root: str | Path, fingerprint: str) -> None:
+        self.dir = Path(root) / "embeddings" / fingerprint
+        self._vectors: dict[str, np.ndarray] | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            self._vectors = {}
+            for shard in sorted(self.dir.glob("*.npz")):
+                try:
+                    with np.load(shard) as data:
+                        for h, v in zip(data["hashes"], data["vectors"], strict=True):
+                            self._vectors[str(h)] = v
+                except (OSError, ValueError, KeyError):
+                    continue  # an unreadable shard is only a cache miss
+        return self._vectors
+
+    def encode(self, texts: list[str], encode_fn: Any) -> np.ndarray:
+        """Vectors for ``texts``; only texts never seen with this model go through ``encode_fn``."""
+        store = self._load()
+        hashes = [text_hash(t) for t in texts]
+        todo = sorted({h: i for i, h in enumerate(hashes) if h not in store}.items(), key=lambda kv: kv[1])
+        self.misses += len(todo)
+        self.hits += len(texts) - len(todo)
+        if todo:
+            new = np.asarray(encode_fn([texts[i] for _, i in todo]), dtype=np.float32)
+            for (h, _), vec in zip(todo, new, strict=True):
+                store[h] = vec
+            self._write_shard([h for h, _ in todo], new)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([store[h] for h in hashes])
+
+    def _write_shard(self, hashes: list[str], vectors: np.ndarray) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".shard-", suffix=".npz.tmp")
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, hashes=np.asarray(hashes), vectors=vectors)
+            final = self.dir / f"{cache_key(hashes=hashes)[:20]}.npz"
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return final
+
+
+def cache_stats(root: str | Path) -> dict[str, Any]:
+    """Entries and bytes per cache kind."""
+    root = Path(root)
+    stats: dict[str, Any] = {}
+    gen = root / "generations"
+    files = list(gen.rglob("*.json")) if gen.is_dir() else []
+    stats["generations"] = {"entries": len(files), "bytes": sum(f.stat().st_size for f in files)}
+    emb = root / "embeddings"
+    models: dict[str, Any] = {}
+    for model_dir in sorted(p for p in emb.iterdir() if p.is_dir()) if emb.is_dir() else []:
+        shards = list(model_dir.glob("*.npz"))
+        vectors = len(EmbeddingCache(root, model_dir.name)._load())
+        models[model_dir.name] = {
+            "shards": len(shards),
+            "vectors": vectors,
+            "bytes": sum(s.stat().st_size for s in shards),
+        }
+    stats["embeddings"] = models
+    return stats
+
+
+def live_hashes(snapshots: Iterable[str | Path]) -> set[str]:
+    """Content hashes of every chunk in the given snapshot files."""
+    live: set[str] = set()
+    for snap in snapshots:
+        with open(snap, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    live.add(json.loads(line)["content_hash"])
+    return live
+
+
+def prune(root: str | Path, live: set[str], keep_texts: set[str] | None = None) -> dict[str, int]:
+    """Drop generated entries whose chunk is gone and embeddings of texts no longer in use.
+
+    ``keep_texts`` are extra text hashes to keep (e.g. queries of live training data).
+    """
+    root = Path(root)
+    removed = {"generations": 0, "embeddings": 0}
+    gen = root / "generations"
+    for entry in gen.rglob("*.json") if gen.is_dir() else []:
+        try:
+            ref = json.loads(entry.read_text(encoding="utf-8")).get("ref")
+        except (json.JSONDecodeError, AttributeError):
+            ref = None
+        if ref not in live:
+            entry.unlink(missing_ok=True)
+            removed["generations"] += 1
+    keep = live | (keep_texts or set())
+    emb = root / "embeddings"
+    for model_dir in [p for p in emb.iterdir() if p.is_dir()] if emb.is_dir() else []:
+        cache = EmbeddingCache(root, model_dir.name)
+        store = cache._load()
+        kept = {h: v for h, v in store.items() if h in keep}
+        removed["embeddings"] += len(store) - len(kept)
+        old = list(model_dir.glob("*.npz"))
+        compacted = cache._write_shard(list(kept), np.stack(list(kept.values()))) if kept else None
+        for shard in old:
+            if shard != compacted:
+                shard.unlink(missing_ok=True)
+    return removed

@@ -468,6 +468,52 @@ def export_cmd(name: str, dest: Path, fmt: str, workspace: Path | None) -> None:
     click.echo(f"Exported to {export_model(_workspace(workspace), name, dest, fmt)}")
 
 
+@train.group("cache")
+def cache_group() -> None:
+    """Inspect or prune the content-addressed caches (LLM generations, embeddings)."""
+
+
+@cache_group.command("stats")
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_stats_cmd(workspace: Path | None, as_json: bool) -> None:
+    """Entries and sizes of the workspace caches."""
+    import json
+
+    from ragd_train.cache import cache_stats
+
+    stats = cache_stats(_workspace(workspace) / "cache")
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    gen = stats["generations"]
+    click.echo(f"generations: {gen['entries']} entries, {gen['bytes'] / 1e6:.2f} MB")
+    for model, entry in stats["embeddings"].items():
+        click.echo(
+            f"embeddings {model}: {entry['vectors']} vectors in {entry['shards']} shards, "
+            f"{entry['bytes'] / 1e6:.2f} MB"
+        )
+
+
+@cache_group.command("prune")
+@workspace_option
+@friendly_errors
+def cache_prune_cmd(workspace: Path | None) -> None:
+    """Drop cache entries that no chunk of any current snapshot refers to."""
+    from ragd_train.cache import live_hashes, prune, text_hash
+    from ragd_train.jsonl_io import read_jsonl
+
+    ws = _workspace(workspace)
+    snapshots = sorted((ws / "snapshots").glob("*.jsonl"))
+    if not snapshots:
+        raise RagdTrainError(f"no snapshots in {ws / 'snapshots'}: nothing tells which entries are live")
+    queries = {
+        text_hash(q["query"]) for f in (ws / "training_data").glob("*/queries.jsonl") for q in read_jsonl(f)
+    }
+    removed = prune(ws / "cache", live_hashes(snapshots), queries)
+    click.echo(f"removed {removed['generations']} generated entries and {removed['embeddings']} embeddings")
+
+
 @main.group("config")
 def config_group() -> None:
     """Edit ragd's own config file (~/.ragd/config.yaml)."""

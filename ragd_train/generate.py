@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -115,13 +114,21 @@ def generate_queries(
 def split_by_document(
     records: list[dict[str, Any]], test_ratio: float, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split so that no test positive shares a document with a training record."""
-    docs = sorted({r["source_document"] for r in records})
-    random.Random(seed).shuffle(docs)
-    n_test = round(len(docs) * test_ratio)
-    if len(docs) >= 2:
-        n_test = min(max(n_test, 1), len(docs) - 1)
-    test_docs = set(docs[:n_test])
+    """Split so that no test positive shares a document with a training record.
+
+    A document goes to test when the hash of (seed, document id) falls below ``test_ratio``, so
+    adding or deleting documents never moves the others between train and test.
+    """
+
+    def draw(doc: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{doc}".encode()).hexdigest()[:12], 16) / 16**12
+
+    docs = sorted({r["source_document"] for r in records}, key=draw)
+    test_docs = {d for d in docs if draw(d) < test_ratio} if len(docs) >= 2 else set()
+    if len(docs) >= 2 and not test_docs:
+        test_docs = {docs[0]}
+    if len(docs) >= 2 and len(test_docs) == len(docs):
+        test_docs.discard(docs[-1])
     train = [r for r in records if r["source_document"] not in test_docs]
     test = [r for r in records if r["source_document"] in test_docs]
     return train, test
@@ -140,7 +147,7 @@ def build_training_data(
 ) -> dict[str, Any]:
     """Mine hard negatives, apply the quality filter, split by document and write train/test."""
     from ragd_train.bm25 import BM25
-    from ragd_train.mining import encode, load_encoder, mine
+    from ragd_train.mining import CachedEncoder, mine
 
     mining, training, seed = config["mining"], config["training"], config["seed"]
     timings: dict[str, float] = {}
@@ -161,10 +168,10 @@ def build_training_data(
     documents = [c["document_id"] for c in chunks]
     positives = [index[q["chunk_id"]] for q in queries]
 
-    model = load_encoder(mining["model"])
+    encoder = CachedEncoder(mining["model"], cache_dir, mining["batch_size"])
     t = time.monotonic()
-    corpus_emb = encode(model, texts, mining["batch_size"])
-    query_emb = encode(model, [q["query"] for q in queries], mining["batch_size"])
+    corpus_emb = encoder.encode(texts)
+    query_emb = encoder.encode([q["query"] for q in queries])
     timings["encode_s"] = time.monotonic() - t
     t = time.monotonic()
     bm25 = BM25(texts) if mining["bm25_weight"] > 0 else None
@@ -244,7 +251,12 @@ def build_training_data(
             "train_documents": len({r["source_document"] for r in train}),
             "test_documents": len({r["source_document"] for r in test}),
         },
-        "mining": {"records_with_fewer_negatives": short, "model": mining["model"]},
+        "mining": {
+            "records_with_fewer_negatives": short,
+            "model": mining["model"],
+            "embeddings_from_cache": encoder.cache.hits if encoder.cache else 0,
+            "embeddings_computed": encoder.cache.misses if encoder.cache else len(texts) + len(queries),
+        },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     if stats_path is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,32 @@ def load_encoder(name: str) -> Any:
     from ragd_train.models import resolve_model
 
     return SentenceTransformer(resolve_model(name), trust_remote_code=False)
+
+
+class CachedEncoder:
+    """Encode texts with a model loaded only when some text is not in the embedding cache yet."""
+
+    def __init__(self, name: str, cache_root: str | Path | None = None, batch_size: int = 64) -> None:
+        from ragd_train.cache import EmbeddingCache, model_fingerprint
+        from ragd_train.models import resolve_model
+
+        self.name = name
+        self.path = resolve_model(name)
+        self.batch_size = batch_size
+        self._model: Any = None
+        fingerprint = model_fingerprint(self.path, normalize=True)
+        self.cache = EmbeddingCache(cache_root, fingerprint) if cache_root is not None else None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = load_encoder(self.path)
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self.cache is None:
+            return encode(self.model, texts, self.batch_size)
+        return self.cache.encode(texts, lambda todo: encode(self.model, todo, self.batch_size))
 
 
 def encode(model: Any, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -201,7 +201,10 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
         "test_documents": len(test_docs),
     }
     short = sum(len(r["negatives"]) < k for r in train + test)
-    assert stats["mining"] == {"records_with_fewer_negatives": short, "model": str(tiny_model)}
+    mining = stats["mining"]
+    assert mining["records_with_fewer_negatives"] == short and mining["model"] == str(tiny_model)
+    texts = len(load_snapshot(run.snapshot)) + len(queries)
+    assert mining["embeddings_computed"] + mining["embeddings_from_cache"] == texts
     assert set(stats["timings_s"]) == {"encode_s", "mine_s", "filter_s", "total_s"}
 
 
@@ -222,7 +225,7 @@ def test_nollm_pipeline_is_reproducible(snapshot: Path, tmp_path: Path, tiny_mod
 def test_split_by_document() -> None:
     records = [{"source_document": f"d{i % 10}", "n": i} for i in range(50)]
     train, test = split_by_document(records, 0.2, seed=3)
-    assert len({r["source_document"] for r in test}) == 2
+    assert 1 <= len({r["source_document"] for r in test}) <= 5
     assert not {r["source_document"] for r in train} & {r["source_document"] for r in test}
     assert sorted(r["n"] for r in train + test) == list(range(50))
     assert split_by_document(records, 0.2, seed=3) == (train, test)
@@ -231,6 +234,14 @@ def test_split_by_document() -> None:
     assert [len(part) for part in split_by_document(two, 0.01, 0)] == [1, 1]
     assert [len(part) for part in split_by_document(two, 0.99, 0)] == [1, 1]
     assert split_by_document([{"source_document": "a"}], 0.5, 0) == ([{"source_document": "a"}], [])
+    # Stable under re-indexing: adding and deleting documents never moves the others.
+    many = [{"source_document": f"doc{i}"} for i in range(200)]
+    _, before = split_by_document(many, 0.2, seed=3)
+    changed = many[10:] + [{"source_document": f"new{i}"} for i in range(30)]
+    _, after = split_by_document(changed, 0.2, seed=3)
+    kept = {r["source_document"] for r in many[10:]}
+    assert {r["source_document"] for r in before} & kept == {r["source_document"] for r in after} & kept
+    assert 20 <= len(before) <= 60
 
 
 # ---------------------------------------------------------------- Ollama unreachable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Protocol
 
@@ -100,7 +101,7 @@ class LLMQueryGenerator:
             except ValueError as exc:
                 last = exc
                 continue
-            self.cache.put(key, queries)
+            self.cache.put(key, queries, ref=chunk.get("content_hash"))
             return [{"query": q, "strategy": "llm"} for q in queries]
         self.failures += 1
         log.warning("chunk %s: unusable LLM answer (%s); skipped", chunk["chunk_id"], last)
@@ -120,7 +121,7 @@ class LLMJudge:
         self.digest = llm.model_digest()
         self._extract = extract_json
 
-    def judge(self, query: str, text: str) -> dict[str, Any]:
+    def judge(self, query: str, text: str) -> dict[str, Any]:  # noqa: D102
         """Return ``{"method": "llm_judge", "score", "reason", "kept"}``."""
         key = cache_key(
             kind="judge",
@@ -145,5 +146,5 @@ class LLMJudge:
                 verdict = {"score": score, "reason": str(parsed.get("reason", ""))[:200]}
             except (ValueError, KeyError, TypeError):
                 return {"method": "llm_judge", "score": None, "reason": "unparseable verdict", "kept": False}
-            self.cache.put(key, verdict)
+            self.cache.put(key, verdict, ref=hashlib.sha256(text.encode()).hexdigest())
         return {"method": "llm_judge", **verdict, "kept": verdict["score"] >= self.min_score}

@@ -45,8 +45,10 @@ def snakemake_command(
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow_dir() / "Snakefile")]
     cmd += ["--directory", str(workspace)]
     if profile:
-        profile_path = Path(profile)
-        if not profile_path.exists() and (workflow_dir() / "profiles" / profile).is_dir():
+        profile_path = Path(profile).expanduser()
+        if profile_path.exists():
+            profile_path = profile_path.resolve()
+        elif (workflow_dir() / "profiles" / profile).is_dir():
             profile_path = workflow_dir() / "profiles" / profile
         cmd += ["--profile", str(profile_path)]
     if jobs is not None:

@@ -8,6 +8,8 @@ rule train_embeddings:
         "logs/train_embeddings/{corpus}.log",
     benchmark:
         "benchmarks/train_embeddings/{corpus}.tsv"
+    conda:
+        "../envs/cpu.yaml"
     threads: 2
     resources:
         mem_mb=4000,

@@ -15,6 +15,8 @@ rule evaluate_embeddings:
         "logs/evaluate_embeddings/{corpus}.log",
     benchmark:
         "benchmarks/evaluate_embeddings/{corpus}.tsv"
+    conda:
+        "../envs/cpu.yaml"
     threads: 2
     resources:
         mem_mb=3000,

@@ -8,6 +8,8 @@ rule generate_queries:
         "logs/generate_queries/{corpus}.log",
     benchmark:
         "benchmarks/generate_queries/{corpus}.tsv"
+    conda:
+        "../envs/cpu.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -39,6 +41,8 @@ rule build_training_data:
         "logs/build_training_data/{corpus}.log",
     benchmark:
         "benchmarks/build_training_data/{corpus}.tsv"
+    conda:
+        "../envs/cpu.yaml"
     threads: 2
     resources:
         mem_mb=4000,

@@ -69,6 +69,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d
     created_policy=1
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT # also when apt fails
   fi
   deadline=$(($(date +%s) + APT_TIMEOUT))
   $SUDO timeout "$APT_TIMEOUT" apt-get update -qq || die "apt-get update failed or timed out"
@@ -77,7 +78,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive timeout "$left" \
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     die "apt-get install ${missing[*]} failed or timed out"
-  [ $created_policy = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  if [ $created_policy = 1 ]; then
+    $SUDO rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
   log "installed ${missing[*]}"
 fi
 

@@ -118,7 +118,7 @@ def test_train_help_lists_the_commands() -> None:
 
 @pytest.mark.parametrize(
     ("name", "issue"),
-    [("reranker", 5), ("llm", 8), ("evaluate", 4)],
+    [("reranker", 5), ("llm", 8)],
 )
 def test_planned_commands_exit_2_naming_their_issue(name: str, issue: int, targets: Captured) -> None:
     result = ragd(name, "--corpus", "demo", "extra-arg")

@@ -57,6 +57,16 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
+def measured(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``fn()``, its wall time and the CPU time this process spent on it (all threads).
+
+    On a shared machine wall time is mostly scheduling; CPU time says what the work costs.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    return value, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
@@ -122,10 +132,11 @@ class EmbeddingStore:
                 info = json.loads(meta.read_text())
                 self.timings[label] = {**info, "cached": True}
                 return np.load(npy)
-        emb, seconds = timed(lambda: encode(self.model, texts, self.batch_size))
+        emb, seconds, cpu = measured(lambda: encode(self.model, texts, self.batch_size))
         info = {
             "texts": len(texts),
             "seconds": round(seconds, 3),
+            "cpu_s": round(cpu, 3),
             "texts_per_s": round(rate(len(texts), seconds), 2),
         }
         self.timings[label] = {**info, "cached": False}
@@ -231,10 +242,10 @@ def run_ours(
     from ragd_train.bm25 import BM25
     from ragd_train.mining import mine
 
-    bm25_s = 0.0
+    bm25_s = bm25_cpu = 0.0
     if use_bm25 and bm25 is None:
-        bm25, bm25_s = timed(lambda: BM25(texts))
-    results, mine_s = timed(
+        bm25, bm25_s, bm25_cpu = measured(lambda: BM25(texts))
+    results, mine_s, mine_cpu = measured(
         lambda: mine(
             q_emb,
             c_emb,
@@ -249,7 +260,12 @@ def run_ours(
             exclude_same_document=settings["exclude_same_document"],
         )
     )
-    timing = {"bm25_index_s": bm25_s, "mine_s": mine_s, "total_s": bm25_s + mine_s}
+    timing = {
+        "bm25_index_s": bm25_s,
+        "mine_s": mine_s,
+        "total_s": bm25_s + mine_s,
+        "cpu_s": bm25_cpu + mine_cpu,
+    }
     return [r.negatives for r in results], timing, results
 
 
@@ -265,7 +281,7 @@ def run_st(
     from sentence_transformers.util import mine_hard_negatives
 
     dataset = Dataset.from_dict({"query": queries, "positive": [texts[p] for p in positives]})
-    out, seconds = timed(
+    out, seconds, cpu = measured(
         lambda: mine_hard_negatives(
             dataset,
             model,
@@ -291,7 +307,7 @@ def run_st(
         by_pair[(query, docs[0])] = [first[d] for d in docs[1:]]
     negatives = [by_pair.get((q, texts[p]), []) for q, p in zip(queries, positives, strict=True)]
     info = {"unique_queries": len(set(queries)), "rows": len(out)}
-    return negatives, {"total_s": seconds, "dataset_build_s": dataset_s}, info
+    return negatives, {"total_s": seconds, "cpu_s": cpu, "dataset_build_s": dataset_s}, info
 
 
 def negatives_stats(negatives: list[list[int]], k: int) -> dict[str, Any]:
@@ -546,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {
             "label": labels[name],
             "mining_only": summary(total),
+            "mining_only_cpu": summary([t["cpu_s"] for t in timings]),
             "end_to_end_s": round(statistics.median(total) + encode_s, 3),
             **negatives_stats(out_neg[name], k),
         }
@@ -570,11 +587,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     ours_med = mining_out["ours"]["mining_only"]["median_s"]
     st_med = mining_out["st"]["mining_only"]["median_s"]
+    ours_cpu = mining_out["ours"]["mining_only_cpu"]["median_s"]
+    st_cpu = mining_out["st"]["mining_only_cpu"]["median_s"]
     results["verdict"] = {
         "ours_mining_median_s": round(ours_med, 4),
         "st_mining_median_s": round(st_med, 4),
         "speedup_vs_st": round(st_med / ours_med, 3) if ours_med else None,
+        "ours_mining_cpu_s": round(ours_cpu, 4),
+        "st_mining_cpu_s": round(st_cpu, 4),
+        "cpu_ratio_st_over_ours": round(st_cpu / ours_cpu, 3) if ours_cpu else None,
         "ours_not_slower": ours_med <= st_med,
+        "ours_not_slower_cpu": ours_cpu <= st_cpu,
     }
     results["environment"]["load_average_end"] = load_average()
     results["wall_s"] = round(time.perf_counter() - wall0, 1)
@@ -617,9 +640,10 @@ def print_report(r: dict[str, Any]) -> None:
         if label in e:
             v = e[label]
             cached = " (cached from an earlier run)" if v.get("cached") else ""
+            cpu = f", cpu {v['cpu_s']:.0f}s" if "cpu_s" in v else ""
             print(
                 f"  {label:<18} {v['texts']:>6} texts {v['seconds']:>8.1f}s "
-                f"{v['texts_per_s']:>8.1f}/s{cached}"
+                f"{v['texts_per_s']:>8.1f}/s{cpu}{cached}"
             )
 
     print(
@@ -628,7 +652,7 @@ def print_report(r: dict[str, Any]) -> None:
         f"median of {s['repeats']} runs"
     )
     head = (
-        f"{'method':<44} {'mine s':>7} {'min s':>7} {'e2e s':>7} {'neg/q':>6} {'full k':>7} "
+        f"{'method':<44} {'mine s':>7} {'min s':>7} {'cpu s':>6} {'e2e s':>7} {'neg/q':>6} {'full k':>7} "
         f"{'FN rate':>8} {'FN multi':>8} {'ovl ST':>6}"
     )
     print(head)
@@ -641,7 +665,8 @@ def print_report(r: dict[str, Any]) -> None:
         ovl = f"{v['overlap_with_st']:.2f}" if "overlap_with_st" in v else "-"
         print(
             f"{v['label']:<44} {v['mining_only']['median_s']:>7.2f} {v['mining_only']['min_s']:>7.2f} "
-            f"{v['end_to_end_s']:>7.1f} {v['negatives_per_query']:>6.2f} "
+            f"{v['mining_only_cpu']['median_s']:>6.2f} {v['end_to_end_s']:>7.1f} "
+            f"{v['negatives_per_query']:>6.2f} "
             f"{v['queries_with_k'] / max(v['queries'], 1):>7.1%} {rate_all:>8} {rate_multi:>8} {ovl:>6}"
         )
     o, st = m["ours"], m["st"]
@@ -663,12 +688,21 @@ def print_report(r: dict[str, Any]) -> None:
                 f"    {name:<11} {a['false_negatives']:>3} of {a['negatives']:>5} negatives, "
                 f"{a['queries_with_fn']} queries affected, {fn[name]['negatives_per_query']:.2f} neg/q"
             )
+    print(
+        "  mine s / min s: wall time, median / min of the runs; cpu s: median CPU time of this process "
+        "(all threads; steadier than wall time when the machine is shared)"
+    )
     v = r["verdict"]
     word = "NOT slower" if v["ours_not_slower"] else "SLOWER"
+    word_cpu = "NOT slower" if v["ours_not_slower_cpu"] else "SLOWER"
     print(
-        f"\nverdict: ours mining {v['ours_mining_median_s']:.2f}s vs ST {v['st_mining_median_s']:.2f}s "
-        f"(x{v['speedup_vs_st']}) -> ours is {word}; total wall {r['wall_s']:.0f}s; "
-        f"load avg start {r['environment']['load_average_start']} end {r['environment']['load_average_end']}"
+        f"\nverdict: ours mining {v['ours_mining_median_s']:.2f}s vs ST {v['st_mining_median_s']:.2f}s wall "
+        f"(x{v['speedup_vs_st']}) -> ours is {word}; CPU {v['ours_mining_cpu_s']:.2f}s vs "
+        f"{v['st_mining_cpu_s']:.2f}s -> {word_cpu}"
+    )
+    print(
+        f"total wall {r['wall_s']:.0f}s; load average start {r['environment']['load_average_start']}, "
+        f"end {r['environment']['load_average_end']} ({r['environment']['cpus']} CPUs)"
     )
 
 

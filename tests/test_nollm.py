@@ -205,3 +205,22 @@ def test_no_duplicate_queries(chunks: list[dict]) -> None:
         assert all(
             q["query"].strip() and not re.search(r"\s{2,}", q["query"]) for q in out if q["strategy"] != "ict"
         )
+
+
+def test_claim_strategy_turns_a_conclusion_into_a_claim() -> None:
+    from ragd_train.generators.nollm import NoLLMGenerator
+
+    text = (
+        "Title of the study\n\nWe measured the effect of vitamin D in 400 adults over two years. "
+        "Bone density was recorded every six months. "
+        "CONCLUSIONS: Taken together, these results suggest that "
+        "vitamin D supplementation reduces fracture risk."
+    )
+    chunk = {
+        "chunk_id": "d_chunk_0",
+        "text": text,
+        "content_hash": "h",
+        "metadata": {"title": "Title of the study"},
+    }
+    (query,) = NoLLMGenerator([chunk], ["claim"]).generate(chunk, 1)
+    assert query == {"query": "Vitamin D supplementation reduces fracture risk.", "strategy": "claim"}

@@ -1,4 +1,4 @@
-"""A query generator that needs no model: headings, Inverse Cloze Task, keywords, crops.
+"""A query generator that needs no model: headings, claims, Inverse Cloze Task, keywords, crops.
 
 Each chunk's choices are seeded by its content hash, so an unchanged chunk always
 gets the same queries (what incremental rebuilds rely on).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from typing import Any
 
@@ -15,6 +16,27 @@ from ragd_train.generators import GeneratedQuery
 from ragd_train.text import content_terms, headings, split_sentences, tokenize
 
 MIN_QUERY_WORDS = 3
+CLAIM_WORDS = (6, 32)
+# Structured-abstract labels that open a sentence ("CONCLUSIONS: ...", "Results. ...").
+SECTION_LABEL = re.compile(
+    r"^(?:conclusions?|interpretations?|results?|findings|significance|summary|background|"
+    r"objectives?|purpose|aims?|methods?|context|importance|main outcome measures?)\s*[:.]\s*",
+    re.IGNORECASE,
+)
+CAPS_LABEL = re.compile(r"^[A-Z][A-Z &/]{3,40}[:.]?\s+(?=[A-Z])")  # "CONCLUSIONS These ..."
+CONNECTIVE = re.compile(
+    r"^(?:therefore|thus|hence|additionally|finally|together|overall|collectively|consequently"
+    r"|in (?:summary|conclusion)|taken together),\s+",
+    re.IGNORECASE,
+)
+# Hedging lead-ins of a conclusion ("In summary, these results suggest that ..."): the claim follows.
+LEAD_IN = re.compile(
+    r"^(?:(?:in (?:summary|conclusion)|taken together|together|overall|thus|therefore|collectively)"
+    r",?\s+)?(?:(?:these|our|the(?:se)?|present) (?:results|data|findings|observations|studies|study)"
+    r"|we|this (?:study|work))\s+(?:\w+\s+)?(?:suggest|indicate|show|demonstrate|reveal|conclude"
+    r"|establish|support|identify|provide evidence|found|find)(?:s|ed)?\s+that\s+",
+    re.IGNORECASE,
+)
 
 
 class NoLLMGenerator:
@@ -55,6 +77,28 @@ class NoLLMGenerator:
             query = f"{title} {section}".strip() if title else section
             if len(query.split()) >= 2 and query.lower() not in seen:
                 return {"query": query, "strategy": "heading"}
+        return None
+
+    def _claim(self, chunk: dict[str, Any], rng: random.Random, seen: set[str]) -> GeneratedQuery | None:
+        """A claim-shaped query: the body's last sentence (often the conclusion), else its first.
+
+        The sentence stays in the positive: a claim is usually stated, or paraphrased, in the
+        passage that supports it. Structured-abstract labels ("CONCLUSIONS:") are dropped.
+        """
+        title = str(chunk.get("metadata", {}).get("title") or "").strip()
+        sentences = [
+            s
+            for s in split_sentences(chunk["text"])
+            if not s.startswith("#") and s.strip() != title and s.rstrip().endswith((".", "!"))
+        ]
+        for sentence in sentences[::-1][:1] + sentences[:1]:
+            claim = LEAD_IN.sub(
+                "", CONNECTIVE.sub("", SECTION_LABEL.sub("", CAPS_LABEL.sub("", sentence)).strip())
+            )
+            claim = claim[:1].upper() + claim[1:]
+            words = len(claim.split())
+            if CLAIM_WORDS[0] <= words <= CLAIM_WORDS[1] and claim.lower() not in seen:
+                return {"query": claim, "strategy": "claim"}
         return None
 
     def _ict(self, chunk: dict[str, Any], rng: random.Random, seen: set[str]) -> GeneratedQuery | None:

@@ -1,0 +1,683 @@
+"""Benchmark: does fine-tuning all-MiniLM-L6-v2 with our training data beat the base model on SciFact?
+
+One run, on BEIR SciFact (read in place from ``../shared/data/scifact``, CC BY-NC, never copied)
+and the offline ``sentence-transformers/all-MiniLM-L6-v2``, measures base and fine-tuned models
+side by side on the 300 human test claims (NDCG@10, Recall@10/100, MRR@10 at the full dim and at
+Matryoshka dims), for two scenarios:
+
+a. corpus only: queries generated from the corpus alone by the no-LLM generator (strategies
+   ``--strategies``), filtered by round-trip consistency and mined with ``ragd_train.mining.mine``
+   against the cached base embeddings, trained with ``ragd_train.embeddings.train_embeddings``;
+b. with the human training claims (``qrels/train.tsv``): (claim, relevant abstract) pairs, hard
+   negatives mined by ``mine()`` (other relevant abstracts of the claim are never negatives).
+
+Training runs in a fresh subprocess, so ``peak_memory_mb`` is the training's own. It also times
+our training step next to a bare sentence-transformers script (``SentenceTransformerTrainer``,
+same loss, data, hyper-parameters and batch size) for ``--step-compare`` steps each.
+
+The corpus is encoded once per model at max_seq_length 256 (the model's default); the base
+model's corpus embeddings are cached in ``bench/out/cache`` (same key as bench_generation.py).
+``--eval-docs N`` evaluates on a subset (every relevant test abstract plus a random fill to N)
+for quick iteration: its numbers are a proxy, not the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+DEFAULT_OUT = REPO / "bench" / "out"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+PUBLISHED_BASE = 0.6451
+GOALS = {"a": 0.670, "b": 0.680}
+EVAL_SEQ = 256
+ENCODE_BATCH = 64
+METRIC_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def load_scifact(data: Path, work: Path) -> dict[str, Any]:
+    """Snapshot of the corpus (the package's reader), queries and qrels of both splits."""
+    from ragd_train.snapshot import load_snapshot, sync_snapshot
+
+    t = time.perf_counter()
+    snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
+    chunks = load_snapshot(snapshot)
+    queries = {}
+    with open(data / "queries.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            queries[str(record["_id"])] = record["text"]
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    for split in ("test", "train"):
+        qrels[split] = {}
+        with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                qrels[split].setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    return {
+        "snapshot": snapshot,
+        "chunks": chunks,
+        "doc_ids": [c["document_id"] for c in chunks],
+        "texts": [c["text"] for c in chunks],
+        "queries": queries,
+        "qrels": qrels,
+        "load_s": time.perf_counter() - t,
+    }
+
+
+def load_model(path: str, max_seq_length: int = EVAL_SEQ) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device="cpu", trust_remote_code=False)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def cached_encode(
+    model: Any, key_parts: list[Any], texts: list[str], cache: Path | None
+) -> tuple[np.ndarray, float, bool]:
+    """Encode ``texts`` (unit-normalised); reuse ``cache`` (bench_generation.py's key scheme)."""
+    from ragd_train.mining import encode
+
+    key = hashlib.sha256(json.dumps([*key_parts, texts], ensure_ascii=False).encode()).hexdigest()[:24]
+    if cache is not None and (cache / f"{key}.npy").is_file():
+        return np.load(cache / f"{key}.npy"), 0.0, True
+    t = time.perf_counter()
+    emb = encode(model, texts, ENCODE_BATCH)
+    seconds = time.perf_counter() - t
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / f"{key}.npy", emb)
+        (cache / f"{key}.json").write_text(json.dumps({"texts": len(texts), "seconds": round(seconds, 3)}))
+    return emb, seconds, False
+
+
+def eval_subset(
+    d: dict[str, Any], base_full: np.ndarray, base_q: np.ndarray, test_ids: list[str], n: int, seed: int
+) -> list[int]:
+    """Corpus indices for the proxy evaluation: every relevant test doc plus a seeded random fill.
+
+    Not the base model's top hits: they would keep the base's ranking intact by construction
+    and bias the comparison.
+    """
+    pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
+    keep = {pos[doc] for q in test_ids for doc in d["qrels"]["test"][q] if doc in pos}
+    rest = sorted(set(range(len(pos))) - keep)
+    random.Random(seed).shuffle(rest)
+    keep |= set(rest[: max(0, n - len(keep))])
+    return sorted(keep)
+
+
+def evaluate_model(
+    model: Any,
+    d: dict[str, Any],
+    test_ids: list[str],
+    subset: list[int],
+    dims: list[int],
+    cache: Path | None,
+    key: str | None,
+) -> dict[str, Any]:
+    from ragd_train.ir_metrics import evaluate
+    from ragd_train.mining import encode
+
+    texts = [d["texts"][i] for i in subset]
+    t = time.perf_counter()
+    if key is not None:
+        corpus_emb, _, cached = cached_encode(model, [key, ENCODE_BATCH], texts, cache)
+    else:
+        corpus_emb, cached = encode(model, texts, ENCODE_BATCH), False
+    encode_corpus_s = time.perf_counter() - t
+    t = time.perf_counter()
+    query_emb = encode(model, [d["queries"][q] for q in test_ids], ENCODE_BATCH)
+    encode_queries_s = time.perf_counter() - t
+    result = evaluate(
+        None,
+        {q: d["queries"][q] for q in test_ids},
+        {d["doc_ids"][i]: d["texts"][i] for i in subset},
+        d["qrels"]["test"],
+        dims=dims,
+        query_emb=query_emb,
+        corpus_emb=corpus_emb,
+    )
+    return {
+        "metrics": {str(k): v for k, v in result.mean().items()},
+        "per_query_ndcg@10": {str(k): v["ndcg@10"].round(6).tolist() for k, v in result.per_query.items()},
+        "query_ids": result.query_ids,
+        "encode_corpus_s": round(encode_corpus_s, 2),
+        "corpus_cached": cached,
+        "encode_queries_s": round(encode_queries_s, 2),
+    }
+
+
+# ------------------------------------------------------------------------- training data
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    from ragd_train.jsonl_io import write_jsonl
+
+    write_jsonl(path, records)
+
+
+def corpus_only_data(
+    args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Scenario a: no-LLM queries from the corpus, round-trip filter, optional mined negatives."""
+    from ragd_train.bm25 import BM25
+    from ragd_train.generators.nollm import NoLLMGenerator
+    from ragd_train.mining import encode, mine
+
+    chunks = d["chunks"]
+    strategies = args.strategies.split(",")
+    t = time.perf_counter()
+    gen = NoLLMGenerator(chunks, strategies, seed=args.seed)
+    generated = []
+    for i, chunk in enumerate(chunks):
+        for q in gen.generate(chunk, len(strategies)):
+            generated.append((i, q))
+    gen_s = time.perf_counter() - t
+    rng = random.Random(args.seed)
+    rng.shuffle(generated)
+    # keep a margin for the filter, then cap at --pairs
+    generated = generated[: int(args.pairs * 1.6)]
+    t = time.perf_counter()
+    q_texts = [q["query"] for _, q in generated]
+    q_emb = encode(model, q_texts, ENCODE_BATCH)
+    encode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    bm25 = BM25(d["texts"]) if args.hard_negatives and args.bm25_weight > 0 else None
+    mined = mine(
+        q_emb,
+        base_full,
+        q_texts,
+        bm25,
+        [i for i, _ in generated],
+        d["doc_ids"],
+        num_negatives=args.hard_negatives,
+        bm25_weight=args.bm25_weight,
+        relative_margin=args.relative_margin,
+    )
+    mine_s = time.perf_counter() - t
+    records = []
+    by_strategy: dict[str, int] = {}
+    for (i, q), res in zip(generated, mined, strict=True):
+        if args.roundtrip_k and res.positive_rank >= args.roundtrip_k:
+            continue
+        if len(records) >= args.pairs:
+            break
+        by_strategy[q["strategy"]] = by_strategy.get(q["strategy"], 0) + 1
+        records.append(
+            {
+                "query": q["query"],
+                "positive": q.get("positive", chunks[i]["text"]),
+                "negatives": [{"text": chunks[j]["text"]} for j in res.negatives],
+                "source_document": chunks[i]["document_id"],
+            }
+        )
+    info = {
+        "strategies": strategies,
+        "generated": len(generated),
+        "kept": len(records),
+        "by_strategy": by_strategy,
+        "generate_s": round(gen_s, 2),
+        "encode_queries_s": round(encode_s, 2),
+        "mine_filter_s": round(mine_s, 2),
+    }
+    return records, info
+
+
+def human_data(
+    args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Scenario b: (train claim, relevant abstract) pairs with negatives mined by ``mine()``."""
+    from ragd_train.bm25 import BM25
+    from ragd_train.mining import encode, mine
+
+    pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
+    pairs = [
+        (q, pos[doc])
+        for q, docs in sorted(d["qrels"]["train"].items())
+        for doc, grade in docs.items()
+        if grade > 0 and doc in pos and q in d["queries"]
+    ]
+    t = time.perf_counter()
+    q_texts = [d["queries"][q] for q, _ in pairs]
+    q_emb = encode(model, q_texts, ENCODE_BATCH)
+    encode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    want = args.b_hard_negatives
+    bm25 = BM25(d["texts"]) if want and args.bm25_weight > 0 else None
+    mined = mine(
+        q_emb,
+        base_full,
+        q_texts,
+        bm25,
+        [i for _, i in pairs],
+        d["doc_ids"],
+        num_negatives=want + 3,  # room to drop the claim's other relevant abstracts
+        bm25_weight=args.bm25_weight,
+        relative_margin=args.relative_margin,
+    )
+    mine_s = time.perf_counter() - t
+    records = []
+    for (q, i), res in zip(pairs, mined, strict=True):
+        relevant = {pos[doc] for doc in d["qrels"]["train"][q] if doc in pos}
+        negs = [j for j in res.negatives if j not in relevant][:want]
+        records.append(
+            {
+                "query": d["queries"][q],
+                "positive": d["texts"][i],
+                "negatives": [{"text": d["texts"][j]} for j in negs],
+                "source_document": d["doc_ids"][i],
+            }
+        )
+    random.Random(args.seed).shuffle(records)
+    return records, {
+        "pairs": len(records),
+        "encode_queries_s": round(encode_s, 2),
+        "mine_s": round(mine_s, 2),
+    }
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _train_worker(train_path: str, out_dir: str, cfg: dict[str, Any], queue: Any) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
+
+    try:
+        meta = train_embeddings(train_path, out_dir, EmbeddingTrainingConfig(**cfg), device="cpu")
+        queue.put({"ok": True, "meta": meta})
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        queue.put({"ok": False, "error": repr(exc)})
+
+
+def train_in_subprocess(train_path: Path, out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``train_embeddings`` in a fresh process, so its peak memory is the training's own."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    t = time.perf_counter()
+    proc = ctx.Process(target=_train_worker, args=(str(train_path), str(out_dir), cfg, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if not result["ok"]:
+        raise RuntimeError(f"training failed: {result['error']}")
+    meta = result["meta"]
+    return {
+        "train_s": meta["train_time_s"],
+        "wall_s": round(time.perf_counter() - t, 2),
+        "peak_memory_mb": meta["peak_memory_mb"],
+        "examples": meta["training_examples"],
+        "steps": len(meta["loss_history"]),
+        "final_loss": meta["loss_history"][-1]["loss"] if meta["loss_history"] else None,
+        "matryoshka_dims": meta["matryoshka_dims"],
+        "config": cfg,
+    }
+
+
+def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) -> None:
+    """Time ``trainer.train()`` for the rows in ``train_path`` (ours or bare sentence-transformers)."""
+    from ragd_train.embeddings import EmbeddingTrainingConfig, loss_name, train_embeddings
+
+    c = EmbeddingTrainingConfig(**cfg)
+    if kind == "ours":
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = train_embeddings(train_path, Path(tmp) / "m", c, device="cpu")
+        queue.put({"train_s": meta["train_time_s"], "steps": len(meta["loss_history"])})
+        return
+    # The bare script: what a user would write with sentence-transformers alone.
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    from ragd_train.models import resolve_model
+
+    torch.manual_seed(c.seed)
+    rows = []
+    with open(train_path, encoding="utf-8") as handle:
+        for line in handle:
+            r = json.loads(line)
+            row = {"anchor": r["query"], "positive": r["positive"]}
+            for k, n in enumerate(r["negatives"][: c.hard_negatives], start=1):
+                row[f"negative_{k}"] = n["text"]
+            rows.append(row)
+    model = SentenceTransformer(resolve_model(c.base_model), device="cpu")
+    model.max_seq_length = c.max_seq_length
+    if loss_name(c.loss, "cpu") == "cached_mnrl":  # same resolution of "auto" as ours
+        base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=c.mini_batch_size)
+    else:
+        base = losses.MultipleNegativesRankingLoss(model)
+    dims = c.matryoshka_dims if isinstance(c.matryoshka_dims, list) else [384, 192, 96, 48]
+    loss = losses.MatryoshkaLoss(model, base, matryoshka_dims=dims) if c.matryoshka_dims != "none" else base
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=c.epochs,
+            per_device_train_batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            warmup_ratio=c.warmup_ratio,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            seed=c.seed,
+            data_seed=c.seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=True,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows), loss=loss
+        )
+        t = time.monotonic()
+        trainer.train()
+        queue.put({"train_s": round(time.monotonic() - t, 2), "steps": trainer.state.global_step})
+
+
+def step_compare(
+    records: list[dict[str, Any]], cfg: dict[str, Any], steps: int, repeats: int, work: Path
+) -> dict[str, Any]:
+    """Ours vs bare sentence-transformers, ``steps`` steps each, alternating, ``repeats`` times."""
+    cfg = {**cfg, "epochs": 1}
+    path = work / "step_compare.jsonl"
+    write_records(path, records[: steps * cfg["batch_size"]])
+    ctx = mp.get_context("spawn")
+    runs: dict[str, list[float]] = {"ours": [], "st": []}
+    for r in range(repeats):
+        for kind in ("ours", "st") if r % 2 == 0 else ("st", "ours"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_step_worker, args=(kind, str(path), cfg, queue))
+            proc.start()
+            out = queue.get()
+            proc.join()
+            runs[kind].append(out["train_s"] / max(out["steps"], 1))
+            log(f"  step time {kind}: {runs[kind][-1]:.2f} s/step ({out['steps']} steps)")
+    ours, st = min(runs["ours"]), min(runs["st"])
+    return {
+        "steps": steps,
+        "repeats": repeats,
+        "ours_s_per_step": round(ours, 3),
+        "st_s_per_step": round(st, 3),
+        "runs": runs,
+        "ratio": round(ours / st, 4),
+        "within_5pct": ours <= 1.05 * st,
+    }
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def table(results: dict[str, Any], dims: list[int]) -> str:
+    lines = []
+    head = f"{'model':<22}{'dim':>5}" + "".join(f"{k:>12}" for k in METRIC_KEYS)
+    lines.append(head)
+    lines.append("-" * len(head))
+    for name, res in results["models"].items():
+        for dim in dims:
+            m = res["metrics"][str(dim)]
+            lines.append(f"{name:<22}{dim:>5}" + "".join(f"{m[k]:>12.4f}" for k in METRIC_KEYS))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--cache", type=Path, default=DEFAULT_OUT / "cache", help="base-model embedding cache")
+    p.add_argument("--scenario", choices=["a", "b", "ab"], default="ab")
+    p.add_argument(
+        "--quick", action="store_true", help="proxy eval on 1,000 docs, 320 pairs, 2 compare steps"
+    )
+    p.add_argument("--eval-docs", type=int, default=0, help="evaluate on a subset of N docs (proxy); 0 = all")
+    p.add_argument("--dims", default="384,192,96,48")
+    p.add_argument("--seed", type=int, default=42)
+    # scenario a
+    p.add_argument("--strategies", default="claim,heading", help="no-LLM strategies for scenario a")
+    p.add_argument("--pairs", type=int, default=2000, help="training pairs for scenario a")
+    p.add_argument(
+        "--roundtrip-k", type=int, default=10, help="keep a query only if base ranks its source < k"
+    )
+    p.add_argument("--hard-negatives", type=int, default=0, help="mined negatives per pair in scenario a")
+    p.add_argument("--relative-margin", type=float, default=0.05)
+    p.add_argument("--bm25-weight", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=1e-5, help="scenario a learning rate")
+    # scenario b
+    p.add_argument("--b-hard-negatives", type=int, default=1)
+    p.add_argument("--b-lr", type=float, default=2e-5)
+    p.add_argument("--b-epochs", type=int, default=1)
+    # training, both
+    p.add_argument("--epochs", type=int, default=1, help="scenario a epochs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-seq", type=int, default=128, help="max_seq_length while training")
+    p.add_argument("--loss", default="auto", choices=["auto", "mnrl", "cached_mnrl"])
+    p.add_argument("--max-steps", type=int, default=0, help="cap training steps (rows = steps x batch)")
+    p.add_argument("--step-compare", type=int, default=3, help="steps per step-time run; 0 skips it")
+    p.add_argument("--step-repeats", type=int, default=2)
+    p.add_argument("--tag", default="", help="suffix of the results file")
+    args = p.parse_args()
+    if args.quick:
+        args.eval_docs = args.eval_docs or 1000
+        args.pairs = min(args.pairs, 320)
+        args.step_compare = min(args.step_compare, 2)
+    dims = [int(x) for x in args.dims.split(",")]
+
+    import torch
+
+    from ragd_train.models import resolve_model
+
+    t_all = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "sentence_transformers": __import__("sentence_transformers").__version__,
+            "load_average_start": list(os.getloadavg()),
+        },
+        "stages_s": {},
+        "models": {},
+    }
+    stages = results["stages_s"]
+    with tempfile.TemporaryDirectory(prefix="bench_embeddings_") as tmp:
+        work = Path(tmp)
+        log(f"loading SciFact from {args.data}")
+        d = load_scifact(args.data, work)
+        stages["snapshot_load"] = round(d["load_s"], 2)
+        test_ids = [q for q in d["qrels"]["test"] if q in d["queries"]]
+        model_path = resolve_model(MODEL)
+        base = load_model(model_path)
+        log(f"base model: encoding {len(d['texts'])} docs (cached across runs in {args.cache})")
+        base_full, enc_s, cached = cached_encode(base, [model_path, ENCODE_BATCH], d["texts"], args.cache)
+        stages["base_encode_corpus"] = round(enc_s, 2)
+        stages["base_encode_corpus_cached"] = cached
+        from ragd_train.mining import encode
+
+        base_q = encode(base, [d["queries"][q] for q in test_ids], ENCODE_BATCH)
+        subset = (
+            eval_subset(d, base_full, base_q, test_ids, args.eval_docs, args.seed)
+            if args.eval_docs
+            else list(range(len(d["texts"])))
+        )
+        results["eval_docs"] = len(subset)
+        full_dim = base_full.shape[1]
+        dims = sorted({full_dim, *dims}, reverse=True)
+        t = time.perf_counter()
+        from ragd_train.ir_metrics import evaluate
+
+        res = evaluate(
+            None,
+            {q: d["queries"][q] for q in test_ids},
+            {d["doc_ids"][i]: d["texts"][i] for i in subset},
+            d["qrels"]["test"],
+            dims=dims,
+            query_emb=base_q,
+            corpus_emb=base_full[subset],
+        )
+        results["models"]["base"] = {
+            "metrics": {str(k): v for k, v in res.mean().items()},
+            "per_query_ndcg@10": {str(k): v["ndcg@10"].round(6).tolist() for k, v in res.per_query.items()},
+            "query_ids": res.query_ids,
+        }
+        if args.eval_docs:  # the base model's full-corpus figure costs nothing more: print it too
+            full = evaluate(
+                None,
+                {q: d["queries"][q] for q in test_ids},
+                dict(zip(d["doc_ids"], d["texts"], strict=True)),
+                d["qrels"]["test"],
+                dims=dims,
+                query_emb=base_q,
+                corpus_emb=base_full,
+            )
+            results["models"]["base (all docs)"] = {"metrics": {str(k): v for k, v in full.mean().items()}}
+        stages["base_eval"] = round(time.perf_counter() - t, 2)
+        log(
+            f"base NDCG@10 {results['models']['base']['metrics'][str(full_dim)]['ndcg@10']:.4f}"
+            f" on {len(subset)} docs"
+        )
+
+        train_cfg = {
+            "base_model": MODEL,
+            "batch_size": args.batch_size,
+            "max_seq_length": args.train_seq,
+            "loss": args.loss,
+            "seed": args.seed,
+        }
+        scenarios = {}
+        for sc in args.scenario:
+            t = time.perf_counter()
+            if sc == "a":
+                records, info = corpus_only_data(args, d, base, base_full)
+                cfg = {
+                    **train_cfg,
+                    "epochs": args.epochs,
+                    "learning_rate": args.lr,
+                    "hard_negatives": args.hard_negatives,
+                }
+            else:
+                records, info = human_data(args, d, base, base_full)
+                cfg = {
+                    **train_cfg,
+                    "epochs": args.b_epochs,
+                    "learning_rate": args.b_lr,
+                    "hard_negatives": args.b_hard_negatives,
+                }
+            if args.max_steps:
+                records = records[: args.max_steps * args.batch_size]
+            stages[f"{sc}_data"] = round(time.perf_counter() - t, 2)
+            path = work / f"train_{sc}.jsonl"
+            write_records(path, records)
+            log(f"scenario {sc}: {len(records)} training pairs {info}; training ...")
+            train = train_in_subprocess(path, work / f"model_{sc}", cfg)
+            stages[f"{sc}_train"] = train["wall_s"]
+            log(
+                f"scenario {sc}: trained {train['steps']} steps in {train['train_s']} s,"
+                f" peak {train['peak_memory_mb']} MiB"
+            )
+            t = time.perf_counter()
+            ft = load_model(str(work / f"model_{sc}"))
+            ev = evaluate_model(ft, d, test_ids, subset, dims, None, None)
+            stages[f"{sc}_eval"] = round(time.perf_counter() - t, 2)
+            name = f"fine-tuned ({sc})"
+            results["models"][name] = ev
+            nd = ev["metrics"][str(full_dim)]["ndcg@10"]
+            base_nd = results["models"]["base"]["metrics"][str(full_dim)]["ndcg@10"]
+            scenarios[sc] = {
+                "data": info,
+                "training": train,
+                "ndcg@10": nd,
+                "delta_vs_base": round(nd - base_nd, 4),
+                "goal": GOALS[sc],
+                "goal_met": nd >= GOALS[sc] and not args.eval_docs,
+            }
+            log(f"scenario {sc}: NDCG@10 {nd:.4f} (base {base_nd:.4f}, {nd - base_nd:+.4f})")
+            if sc == args.scenario[0] and args.step_compare:
+                log(
+                    f"step time: ours vs bare sentence-transformers,"
+                    f" {args.step_compare} steps x {args.step_repeats}"
+                )
+                t = time.perf_counter()
+                results["step_compare"] = {
+                    **step_compare(records, cfg, args.step_compare, args.step_repeats, work),
+                    "config": cfg,
+                }
+                stages["step_compare"] = round(time.perf_counter() - t, 2)
+        results["scenarios"] = scenarios
+    stages["total"] = round(time.perf_counter() - t_all, 2)
+    results["environment"]["load_average_end"] = list(os.getloadavg())
+
+    print()
+    proxy = (
+        f" (PROXY: {len(subset)}-doc subset, not comparable to the published figure)"
+        if args.eval_docs
+        else ""
+    )
+    print(f"SciFact test, {len(test_ids)} claims, corpus {len(subset)} docs{proxy}")
+    print(table(results, dims))
+    base_all = results["models"].get("base (all docs)", results["models"]["base"])["metrics"][str(full_dim)]
+    base_nd_all = base_all["ndcg@10"]
+    print(
+        f"base NDCG@10 on all docs {base_nd_all:.4f} vs published {PUBLISHED_BASE}"
+        f" ({base_nd_all - PUBLISHED_BASE:+.4f})"
+    )
+    for sc, s in scenarios.items():
+        verdict = "MET" if s["goal_met"] else ("not judged (proxy eval)" if args.eval_docs else "MISSED")
+        tr = s["training"]
+        print(
+            f"scenario {sc}: NDCG@10 {s['ndcg@10']:.4f} ({s['delta_vs_base']:+.4f} vs base);"
+            f" goal >= {s['goal']}: {verdict}; {tr['examples']} pairs, {tr['steps']} steps,"
+            f" peak memory {tr['peak_memory_mb']:.0f} MiB "
+            f"({'under' if tr['peak_memory_mb'] < 3072 else 'OVER'} 3 GiB)"
+        )
+    if "step_compare" in results:
+        sc = results["step_compare"]
+        print(
+            f"step time (batch {sc['config']['batch_size']}, loss {sc['config']['loss']}): ours "
+            f"{sc['ours_s_per_step']:.2f} s/step, bare sentence-transformers"
+            f" {sc['st_s_per_step']:.2f} s/step, "
+            f"ratio {sc['ratio']:.3f}: {'within' if sc['within_5pct'] else 'NOT within'} 5%"
+        )
+    print("wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in stages.items()))
+    suffix = f"_{args.tag}" if args.tag else ""
+    name = f"embeddings_{'quick' if args.eval_docs else 'full'}_{args.scenario}{suffix}.json"
+    (args.out / name).write_text(json.dumps(results, indent=1))
+    print(f"results: {args.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

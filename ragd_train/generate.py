@@ -58,7 +58,7 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
     elif choice == "local":
         from ragd_train.generators.local_llm import LocalChatLLM
 
-        llm = LocalChatLLM(training["local_model"], seed=seed)
+        llm = LocalChatLLM(training["local_model"], seed=seed, threads=1)  # more threads oversubscribe
         return LLMQueryGenerator(llm, cache, temperature=config["ollama"]["temperature"], seed=seed)
     return NoLLMGenerator(chunks, training["nollm_strategies"], seed=seed)
 

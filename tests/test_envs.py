@@ -39,6 +39,7 @@ PLATFORMS = {
 # here (the test says so), deciding which platforms need it.
 EXTRA_ENVS: dict[str, tuple[str, ...]] = {
     "eval": ("cpu", "cuda", "mlx"),  # the evaluate_embeddings rule runs everywhere
+    "local": ("cpu",),  # the in-process query generator (generate_queries runs in cpu.yaml)
     "test": (),
     "dev": (),
     "docs": (),

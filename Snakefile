@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/generate.smk"
 include: "rules/embeddings.smk"
 include: "rules/evaluate.smk"
+include: "rules/llm.smk"
 
 
 rule all:

@@ -283,7 +283,78 @@ def _planned(name: str, issue: int, summary: str) -> None:
 
 
 _planned("reranker", 5, "Fine-tune a cross-encoder reranker")
-_planned("llm", 8, "Train a RAFT LoRA adapter for the chat model (MLX, Unsloth or PEFT)")
+
+
+@train.command("llm")
+@corpus_option
+@source_option
+@path_option
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "mlx", "unsloth", "peft"]),
+    default=None,
+    help="LoRA trainer [config: auto = MLX on Apple Silicon, Unsloth with an NVIDIA GPU, else PEFT on CPU].",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    help="Base chat model: an Ollama name (llama3.2:3b, smollm2:135m), a local dir or .gguf, a hub id.",
+)
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs [config: 3].")
+@click.option("--rank", type=click.IntRange(1), default=None, help="LoRA rank [config: 16].")
+@click.option("--alpha", type=click.IntRange(1), default=None, help="LoRA alpha [config: 32].")
+@click.option("--learning-rate", type=float, default=None, help="[config: 2e-4]")
+@click.option("--distractors", type=click.IntRange(1, 20), default=None, help="RAFT k [config: 3].")
+@click.option("--oracle-fraction", type=click.FloatRange(0, 1), default=None, help="RAFT p [config: 0.8].")
+@click.option(
+    "--answers",
+    type=click.Choice(["auto", "ollama", "extractive"]),
+    default=None,
+    help="RAFT answers [config: auto = Ollama if reachable, else extractive].",
+)
+@workflow_options
+@friendly_errors
+def llm(
+    corpus: str,
+    source: str | None,
+    path: str | None,
+    backend: str | None,
+    base_model: str | None,
+    epochs: int | None,
+    rank: int | None,
+    alpha: int | None,
+    learning_rate: float | None,
+    distractors: int | None,
+    oracle_fraction: float | None,
+    answers: str | None,
+    **opts: Any,
+) -> None:
+    """Train a RAFT LoRA adapter for ragd's chat model into models/<corpus>-llm."""
+    training = {
+        k: v
+        for k, v in {
+            "llm_backend": backend,
+            "llm_base_model": base_model,
+            "training_epochs": epochs,
+            "lora_rank": rank,
+            "lora_alpha": alpha,
+            "llm_learning_rate": learning_rate,
+            "raft_distractors": distractors,
+            "raft_oracle_fraction": oracle_fraction,
+            "raft_answers": answers,
+        }.items()
+        if v is not None
+    }
+    overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
+    target = f"models/{corpus}-llm"
+    workspace = _run([target], opts, overrides)
+    if opts["dry_run"]:
+        return
+    from ragd_train.lora import ragd_llm_hint
+
+    built = workspace / target
+    click.echo(f"Adapter ready: {built}")
+    click.echo(ragd_llm_hint(built))
 
 
 @train.command("evaluate")

@@ -118,7 +118,7 @@ def test_train_help_lists_the_commands() -> None:
 
 @pytest.mark.parametrize(
     ("name", "issue"),
-    [("reranker", 5), ("llm", 8)],
+    [("reranker", 5)],
 )
 def test_planned_commands_exit_2_naming_their_issue(name: str, issue: int, targets: Captured) -> None:
     result = ragd(name, "--corpus", "demo", "extra-arg")
@@ -476,3 +476,47 @@ def test_generate_data_end_to_end_then_nothing_to_do(
     assert "Nothing to be done" in captured.out + captured.err
     assert train.stat().st_mtime_ns == mtime
     assert json.loads(output.read_text()) == records
+
+
+def test_llm_flags(tmp_path: Path, targets: Captured) -> None:
+    result = ragd(
+        "llm",
+        "--backend",
+        "mlx",
+        "--base-model",
+        "smollm2:135m",
+        "--epochs",
+        "2",
+        "--rank",
+        "8",
+        "--alpha",
+        "16",
+        "--learning-rate",
+        "1e-4",
+        "--distractors",
+        "2",
+        "--oracle-fraction",
+        "0.6",
+        "--answers",
+        "extractive",
+        "--workspace",
+        tmp_path,
+        "--dry-run",
+    )
+    assert result.exit_code == 0, result.output
+    names, _, kwargs = targets.only
+    assert names == ["models/demo-llm"]
+    assert kwargs["overrides"] == {
+        "training": {
+            "llm_backend": "mlx",
+            "llm_base_model": "smollm2:135m",
+            "training_epochs": 2,
+            "lora_rank": 8,
+            "lora_alpha": 16,
+            "llm_learning_rate": 1e-4,
+            "raft_distractors": 2,
+            "raft_oracle_fraction": 0.6,
+            "raft_answers": "extractive",
+        }
+    }
+    assert ragd("llm", "--backend", "tpu").exit_code == 2

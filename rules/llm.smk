@@ -1,0 +1,141 @@
+# RAFT training data and a LoRA adapter for ragd's chat model: models/{corpus}-llm.
+# training.llm_backend picks the trainer; `auto` is resolved here, once, while the workflow is
+# read: Apple Silicon -> mlx, an NVIDIA driver -> unsloth, otherwise peft (CPU). Each backend has
+# its own rule (own conda env and resources); the ruleorder below lets the resolved backend's rule
+# build the target. A Slurm login node usually has no GPU: set the backend explicitly there
+# (`--config 'training={llm_backend: unsloth}'`). RAGD_TRAIN_PLATFORM=apple|cuda|cpu overrides detection.
+from ragd_train.lora import resolve_backend
+
+LLM_BACKEND = resolve_backend(config["training"]["llm_backend"])
+LORA_SETTINGS = section(
+    "training",
+    "llm_base_model",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "training_epochs",
+    "llm_learning_rate",
+    "llm_max_length",
+    "llm_batch_size",
+    "llm_max_cpu_hours",
+)
+
+
+rule build_raft:
+    input:
+        train="training_data/{corpus}/train.jsonl",
+        test="training_data/{corpus}/test.jsonl",
+        snapshot=snapshot_of,
+    output:
+        raft="training_data/{corpus}/raft.jsonl",
+        test="training_data/{corpus}/raft_test.jsonl",
+        stats="training_data/{corpus}/raft_stats.json",
+    log:
+        "logs/build_raft/{corpus}.log",
+    benchmark:
+        "benchmarks/build_raft/{corpus}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    params:
+        seed=config["seed"],
+        raft=section(
+            "training", "raft_distractors", "raft_oracle_fraction", "raft_answers"
+        ),
+        ollama=section("ollama", "host", "model", "temperature"),
+    script:
+        "../scripts/build_raft.py"
+
+
+# mlx-lm LoRA: Apple Silicon (MLX's CPU build elsewhere).
+rule train_lora_mlx:
+    input:
+        raft="training_data/{corpus}/raft.jsonl",
+        test="training_data/{corpus}/raft_test.jsonl",
+    output:
+        model=directory("models/{corpus}-llm"),
+    log:
+        "logs/train_lora_mlx/{corpus}.log",
+    benchmark:
+        "benchmarks/train_lora_mlx/{corpus}.tsv"
+    conda:
+        "../envs/mlx.yaml"
+    threads: 4
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    params:
+        backend="mlx",
+        seed=config["seed"],
+        training=LORA_SETTINGS,
+    script:
+        "../scripts/train_lora.py"
+
+
+# Unsloth QLoRA on one NVIDIA GPU. The rule keeps the name `train_lora`, which profiles/slurm
+# sends to the GPU partition.
+rule train_lora:
+    input:
+        raft="training_data/{corpus}/raft.jsonl",
+        test="training_data/{corpus}/raft_test.jsonl",
+    output:
+        model=directory("models/{corpus}-llm"),
+    log:
+        "logs/train_lora/{corpus}.log",
+    benchmark:
+        "benchmarks/train_lora/{corpus}.tsv"
+    conda:
+        "../envs/cuda.yaml"
+    threads: 4
+    resources:
+        mem_mb=32000,
+        runtime=120,
+        gpu=1,
+    params:
+        backend="unsloth",
+        seed=config["seed"],
+        training=LORA_SETTINGS,
+    script:
+        "../scripts/train_lora.py"
+
+
+# transformers + PEFT on CPU, for small bases; a hopeless run stops with guidance instead.
+rule train_lora_peft:
+    input:
+        raft="training_data/{corpus}/raft.jsonl",
+        test="training_data/{corpus}/raft_test.jsonl",
+    output:
+        model=directory("models/{corpus}-llm"),
+    log:
+        "logs/train_lora_peft/{corpus}.log",
+    benchmark:
+        "benchmarks/train_lora_peft/{corpus}.tsv"
+    conda:
+        "../envs/cpu.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=480,
+    params:
+        backend="peft",
+        seed=config["seed"],
+        training=LORA_SETTINGS,
+    script:
+        "../scripts/train_lora.py"
+
+
+if LLM_BACKEND == "mlx":
+
+    ruleorder: train_lora_mlx > train_lora > train_lora_peft
+
+elif LLM_BACKEND == "unsloth":
+
+    ruleorder: train_lora > train_lora_mlx > train_lora_peft
+
+else:
+
+    ruleorder: train_lora_peft > train_lora_mlx > train_lora

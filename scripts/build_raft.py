@@ -1,0 +1,16 @@
+"""Rule script: RAFT training data (oracle + hard distractors in ragd's prompt, CoT answers)."""
+
+from ragd_train.raft import build_raft_data
+from ragd_train.workflow import rule_log
+
+with rule_log(snakemake):
+    build_raft_data(
+        snakemake.input.train,
+        snakemake.input.test,
+        snakemake.input.snapshot,
+        snakemake.output.raft,
+        snakemake.output.test,
+        snakemake.config,
+        stats_path=snakemake.output.stats,
+        cache_dir="cache",
+    )

@@ -1,0 +1,15 @@
+"""Rule script: train the RAFT LoRA adapter of one corpus with the rule's backend."""
+
+from ragd_train.lora import LoraTrainingConfig, ragd_llm_hint, train_lora
+from ragd_train.workflow import rule_log
+
+with rule_log(snakemake):
+    train_lora(
+        snakemake.input.raft,
+        snakemake.input.test,
+        snakemake.output.model,
+        LoraTrainingConfig.from_workflow(snakemake.config),
+        snakemake.params.backend,
+        threads=snakemake.threads,
+    )
+    print(ragd_llm_hint(snakemake.output.model))

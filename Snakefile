@@ -13,6 +13,7 @@ include: "rules/generate.smk"
 include: "rules/embeddings.smk"
 include: "rules/evaluate.smk"
 include: "rules/llm.smk"
+include: "rules/reranker.smk"
 
 
 rule all:

@@ -271,18 +271,125 @@ def _print_ragd_hint(model_dir: Path) -> None:
     click.echo(ragd_config_hint(model_dir, meta["output_dimension"]))
 
 
-def _planned(name: str, issue: int, summary: str) -> None:
-    @train.command(
-        name,
-        help=f"{summary} (arrives with issue #{issue}).",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
-    def command() -> None:
-        click.echo(f"`ragd train {name}` is not available yet: it arrives with issue #{issue}.", err=True)
-        sys.exit(2)
+@train.command("reranker")
+@corpus_option
+@source_option
+@path_option
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Train on this JSONL/JSON file (query, positive, negatives) instead of the corpus's data.",
+)
+@click.option(
+    "--base-model",
+    default=None,
+    help="Base model [config: cross-encoder/ms-marco-MiniLM-L-6-v2; when not offline: all-MiniLM-L6-v2].",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the model goes [default: models/<corpus>-reranker in the workspace].",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "cross-encoder", "colbert"]),
+    default=None,
+    help="cross-encoder (ragd loads it), colbert (late interaction) or auto: cross-encoder when the "
+    "base is a trained cross-encoder available offline, else colbert [config: auto].",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["bce", "lambda"]),
+    default=None,
+    help="Binary cross-entropy or listwise LambdaLoss [config: bce].",
+)
+@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(2), default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--max-length", type=click.IntRange(16), default=None, help="Tokens of query + passage.")
+@click.option(
+    "--negatives", type=click.IntRange(1, 50), default=None, help="Hard negatives per query [config: 5]."
+)
+@click.option("--seed", type=int, default=None, help="Seed [config: 42].")
+@workflow_options
+@friendly_errors
+def reranker_cmd(
+    corpus: str,
+    source: str | None,
+    path: str | None,
+    data: Path | None,
+    base_model: str | None,
+    output: Path | None,
+    kind: str | None,
+    loss: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    max_length: int | None,
+    negatives: int | None,
+    seed: int | None,
+    **opts: Any,
+) -> None:
+    """Fine-tune a reranker (cross-encoder; ColBERT optional) into models/<corpus>-reranker."""
+    settings = {
+        k: v
+        for k, v in {
+            "kind": kind,
+            "base_model": base_model,
+            "loss": loss,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "max_length": max_length,
+            "negatives_per_query": negatives,
+        }.items()
+        if v is not None
+    }
+    overrides: dict[str, Any] = {"reranker": settings} if settings else {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if data is not None:
+        _train_reranker_from_file(data, output, overrides, opts)
+        return
+    overrides = _merge(_corpus_overrides(corpus, source, path), overrides)
+    target = f"models/{corpus}-reranker"
+    workspace = _run([target], opts, overrides)
+    if opts["dry_run"]:
+        return
+    built = workspace / target
+    if output is not None:
+        shutil.copytree(built, output, dirs_exist_ok=False)
+        built = output
+    _print_reranker_hint(built)
 
 
-_planned("reranker", 5, "Fine-tune a cross-encoder reranker")
+def _train_reranker_from_file(
+    data: Path, output: Path | None, overrides: dict[str, Any], opts: dict[str, Any]
+) -> None:
+    from ragd_train.config import load_config
+    from ragd_train.progress import setup_logging
+    from ragd_train.reranker import RerankerTrainingConfig, train_reranker
+    from ragd_train.workspace import ragd_home
+
+    if opts["dry_run"]:
+        click.echo(f"would train a reranker on {data}")
+        return
+    setup_logging()
+    config = load_config(opts["configfiles"], overrides or None)
+    workspace = (opts["workspace"] or ragd_home()).expanduser()
+    out = output or workspace / "models" / f"{data.stem}-reranker"
+    train_reranker(data, out, RerankerTrainingConfig.from_workflow(config))
+    _print_reranker_hint(out)
+
+
+def _print_reranker_hint(model_dir: Path) -> None:
+    from ragd_train.reranker import ragd_reranker_hint
+
+    click.echo(f"Model ready: {model_dir}")
+    click.echo(ragd_reranker_hint(model_dir))
 
 
 @train.command("llm")

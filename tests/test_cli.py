@@ -116,19 +116,6 @@ def test_train_help_lists_the_commands() -> None:
     assert expected <= listed
 
 
-@pytest.mark.parametrize(
-    ("name", "issue"),
-    [("reranker", 5)],
-)
-def test_planned_commands_exit_2_naming_their_issue(name: str, issue: int, targets: Captured) -> None:
-    result = ragd(name, "--corpus", "demo", "extra-arg")
-    assert result.exit_code == 2
-    assert f"`ragd train {name}` is not available yet" in result.stderr
-    assert f"issue #{issue}" in result.stderr
-    assert f"issue #{issue}" in " ".join(ragd(name, "--help").output.split())
-    assert targets == []
-
-
 # ---------------------------------------------------------------- snakemake command lines
 
 

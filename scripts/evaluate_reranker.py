@@ -1,0 +1,22 @@
+"""Rule script: the embedding models' top candidates reranked by the base and the fine-tuned reranker."""
+
+from ragd_train.reranker import evaluate_rerankers, reranker_message, write_reranker_report
+from ragd_train.workflow import rule_log
+
+with rule_log(snakemake):
+    settings = snakemake.config["reranker"]
+    report = evaluate_rerankers(
+        snakemake.input.reranker,
+        snakemake.input.embeddings,
+        snakemake.params.embedding_base,
+        settings["base_model"],
+        snakemake.input.test,
+        snakemake.input.snapshot,
+        reranker_fallback=settings["fallback_model"],
+        candidates=settings["candidates"],
+        max_length=settings["max_length"],
+        bootstrap_samples=snakemake.params.bootstrap_samples,
+        seed=snakemake.config["seed"],
+    )
+    write_reranker_report(report, snakemake.output.json, snakemake.output.md)
+    print(reranker_message(report))

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ollama_server import free_port
 
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import read_jsonl, write_jsonl
@@ -321,6 +322,8 @@ def workspace(tmp_path: Path, tiny_llama: Path) -> tuple[Path, Path]:
             "raft_distractors": 1,
             "raft_answers": "extractive",
         },
+        "evaluation": {"llm_max_examples": 2, "llm_max_new_tokens": 12, "bootstrap_samples": 100},
+        "ollama": {"host": f"http://127.0.0.1:{free_port()}"},  # nobody listens: the judge is skipped
     }
     cfg = tmp_path / "test.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -385,6 +388,29 @@ def seed_training_data(ws: Path) -> None:
         os.utime(data / name, (now - 60 + 10 * (i // 2), now - 60 + 10 * (i // 2)))
 
 
+def check_llm_report(ws: Path, cfg: Path, backend: str, platform: str) -> None:
+    """reports/demo-llm: base and adapter answer the RAFT test prompts with the backend's own code."""
+    run = snakemake(
+        ws,
+        cfg,
+        "--rerun-triggers",
+        "mtime",
+        "--",
+        "reports/demo-llm.json",
+        env={"RAGD_TRAIN_PLATFORM": platform},
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    report = json.loads((ws / "reports" / "demo-llm.json").read_text())
+    assert report["backend"] == backend and report["examples"] == 2
+    assert set(report["metrics"]) == {"exact_match", "f1", "grounded", "llm_judge"}
+    assert report["metrics"]["llm_judge"]["skipped"].startswith("no LLM reachable at http://127.0.0.1:")
+    assert any(a["base"]["answer"] != a["adapter"]["answer"] for a in report["answers"]), (
+        "adapter not applied"
+    )
+    assert "| f1 |" in (ws / "reports" / "demo-llm.md").read_text()
+    assert (ws / "benchmarks" / "evaluate_llm" / "demo.tsv").exists()
+
+
 def logits(model: Any, tokenizer: Any, text: str) -> Any:
     import torch
 
@@ -432,6 +458,7 @@ def test_demo_llm_builds_with_peft_then_mlx_and_the_adapters_change_the_model(
     assert "step 1/2" in log and "ollama create demo-llm" in log
     raft = read_jsonl(ws / "training_data" / "demo" / "raft.jsonl")
     assert len(raft) == 4 and all(r["answer_source"] in ("extractive", "no_oracle") for r in raft)
+    check_llm_report(ws, cfg, "peft", "cpu")
 
     # mlx, on MLX's CPU build: the same target, rebuilt by the mlx rule
     pytest.importorskip("mlx_lm", reason='mlx backend: pip install "mlx[cpu]" mlx-lm')
@@ -446,6 +473,7 @@ def test_demo_llm_builds_with_peft_then_mlx_and_the_adapters_change_the_model(
     mlx_config = json.loads((model_dir / ADAPTER_CONFIG).read_text())
     assert mlx_config["lora_parameters"]["scale"] == 2.0 and mlx_config["lora_alpha"] == 32
     assert "step 1/2" in (ws / "logs" / "train_lora_mlx" / "demo.log").read_text()
+    check_llm_report(ws, cfg, "mlx", "apple")
 
     # both adapters reload and change the model's output
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -349,8 +349,8 @@ def test_cli_maps_options_onto_the_workflow_target(monkeypatch: pytest.MonkeyPat
 def test_cli_trains_listwise_from_a_file(tiny_model: Path, train_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-reranker"
     result = _ragd(
-        "--data", train_file, "--output", out, "--base-model", tiny_model, "--kind", "cross-encoder", "--loss", "lambda",
-        "--epochs", 1, "--max-length", 64, "--negatives", 2, "--seed", 9,
+        "--data", train_file, "--output", out, "--base-model", tiny_model, "--kind", "cross-encoder",
+        "--loss", "lambda", "--epochs", 1, "--max-length", 64, "--negatives", 2, "--seed", 9,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"retrieval.reranker_model: {out.resolve()}" in " ".join(result.output.split())

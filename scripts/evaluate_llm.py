@@ -1,0 +1,13 @@
+"""Rule script: answer quality of the RAFT adapter against its base on the RAFT test split."""
+
+from ragd_train.llm_eval import evaluate_llm_target
+from ragd_train.workflow import rule_log
+
+with rule_log(snakemake):
+    evaluate_llm_target(
+        snakemake.input.model,
+        snakemake.input.test,
+        snakemake.config,
+        snakemake.output.json,
+        snakemake.output.md,
+    )

@@ -90,6 +90,55 @@ def _ragas_id_metrics(ranked: list[list[str]], qrels: list[dict[str, int]]) -> d
     }
 
 
+def connect_judge(config: dict[str, Any]) -> tuple[Any | None, str]:
+    """The Ollama client that judges (``evaluation.llm_judge``), or None and why not."""
+    from ragd_train.generate import connect_llm
+
+    if not config["evaluation"].get("llm_judge", True):
+        return None, "evaluation.llm_judge is off"
+    llm = connect_llm(config)
+    if llm is None:
+        o = config["ollama"]
+        return None, f"no LLM reachable at {o['host']} (model {o['model']})"
+    return llm, ""
+
+
+def _ragas_llm(
+    llm: Any,
+    note: str,
+    base_model: str,
+    queries: list[str],
+    ranked: dict[str, list[list[str]]],
+    chunks: list[dict[str, Any]],
+    max_queries: int,
+    cache_dir: str | Path,
+    seed: int,
+) -> dict[str, Any]:
+    from ragd_train.ragas_llm import LLM_METRICS
+
+    skipped = {"status": "skipped", "metrics": list(LLM_METRICS)}
+    if llm is None or max_queries == 0:
+        return {**skipped, "reason": note if llm is None else "evaluation.ragas_llm_queries is 0"}
+    try:
+        import ragas  # noqa: F401
+    except ImportError as exc:
+        return {**skipped, "reason": f"ragas is not installed (pip install 'ragd-train[eval]'): {exc}"}
+    from ragd_train.mining import load_encoder
+    from ragd_train.ragas_llm import ragas_llm_metrics
+
+    by_id = {c["chunk_id"]: c for c in chunks}
+    retrieved = {side: [[by_id[d] for d in docs] for docs in ranked[side]] for side in ranked}
+    return ragas_llm_metrics(
+        queries,
+        retrieved,
+        llm,
+        load_encoder(base_model),
+        cache_dir=cache_dir,
+        max_queries=max_queries,
+        seed=seed,
+    )
+
+
 def _rank(
     query_emb: np.ndarray, corpus_emb: np.ndarray, doc_ids: list[str], dim: int, k: int
 ) -> list[list[str]]:
@@ -108,9 +157,16 @@ def evaluate_models(
     require_improvement: float = 0.0,
     bootstrap_samples: int = 10_000,
     seed: int = 42,
-    llm_available: bool = False,
+    llm: Any = None,
+    llm_note: str = "no LLM reachable",
+    ragas_llm_queries: int = 20,
+    cache_dir: str | Path = "cache",
 ) -> dict[str, Any]:
-    """Compare ``model_dir`` with ``base_model`` on the test queries against the whole snapshot."""
+    """Compare ``model_dir`` with ``base_model`` on the test queries against the whole snapshot.
+
+    With ``llm`` (an ``OllamaLLM``), RAGAS's LLM-judged metrics run on the first
+    ``ragas_llm_queries`` queries; otherwise they are reported as skipped with ``llm_note``.
+    """
     from ragd_train.ir_metrics import METRICS
     from ragd_train.mining import encode, load_encoder
 
@@ -176,16 +232,17 @@ def evaluate_models(
     delta = head.get("delta", 0.0)
     passed = delta > 0 and delta >= require_improvement  # a tie is not an improvement
     ragas = {side: _ragas_id_metrics(ranked_full[side], qrels) for side in ranked_full}
-    reason = (
-        "an LLM is reachable but LLM-judged RAGAS metrics are not wired yet"
-        if llm_available
-        else "no LLM reachable"
+    ragas["llm_judged"] = _ragas_llm(
+        llm,
+        llm_note,
+        base_model,
+        [queries[q] for q in qids],
+        ranked_full,
+        chunks,
+        ragas_llm_queries,
+        cache_dir,
+        seed,
     )
-    ragas["llm_judged"] = {
-        "status": "skipped",
-        "reason": reason,
-        "metrics": ["faithfulness", "answer_relevancy", "llm_context_precision"],
-    }
     verdict = "promoted" if passed else "rejected"
     report = {
         "model": str(model_dir),
@@ -313,7 +370,17 @@ def markdown_report(report: dict[str, Any], png_name: str) -> str:
         else:
             lines.append(f"- {side}: skipped ({r.get('reason')})")
     llm = report["ragas"]["llm_judged"]
-    lines.append(f"- LLM-judged ({', '.join(llm['metrics'])}): {llm['status']} ({llm['reason']})")
+    if llm["status"] == "ok":
+        lines.append(
+            f"- LLM-judged by {llm['judge']} on {llm['queries']} queries (top {llm['top_k']}):"
+        )
+        for side in ("base", "finetuned"):
+            values = ", ".join(
+                f"{m} {llm[side][m]:.3f}" if llm[side][m] is not None else f"{m} n/a" for m in llm["metrics"]
+            )
+            lines.append(f"  - {side}: {values}")
+    else:
+        lines.append(f"- LLM-judged ({', '.join(llm['metrics'])}): {llm['status']} ({llm['reason']})")
     return "\n".join(lines) + "\n"
 
 

@@ -362,18 +362,12 @@ def evaluate_llm_target(
 ) -> dict[str, Any]:
     """The workflow's ``reports/{corpus}-llm`` rule: generate, score, judge when Ollama answers."""
     from ragd_train.cache import GenerationCache
-    from ragd_train.generate import connect_llm
+    from ragd_train.evaluation import connect_judge
 
     evaluation = config["evaluation"]
     base, adapter, meta = load_generators(model_dir, evaluation["llm_max_new_tokens"])
-    llm = connect_llm(config) if evaluation["llm_judge"] else None
+    llm, note = connect_judge(config)
     judge = AnswerJudge(llm, GenerationCache(cache_dir, "generations"), seed=config["seed"]) if llm else None
-    o = config["ollama"]
-    note = (
-        "evaluation.llm_judge is off"
-        if not evaluation["llm_judge"]
-        else f"no LLM reachable at {o['host']} (model {o['model']})"
-    )
     report = evaluate_adapter(
         test_path,
         base,

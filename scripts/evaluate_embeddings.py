@@ -1,11 +1,11 @@
 """Rule script: A/B report of a fine-tuned embedding model against its base."""
 
-from ragd_train.evaluation import evaluate_models, gate_message, write_report
-from ragd_train.generate import connect_llm
+from ragd_train.evaluation import connect_judge, evaluate_models, gate_message, write_report
 from ragd_train.workflow import rule_log
 
 with rule_log(snakemake):
     settings = snakemake.config["evaluation"]
+    llm, note = connect_judge(snakemake.config)
     report = evaluate_models(
         snakemake.input.model,
         snakemake.params.base_model,
@@ -14,7 +14,9 @@ with rule_log(snakemake):
         require_improvement=settings["require_improvement"],
         bootstrap_samples=settings["bootstrap_samples"],
         seed=snakemake.config["seed"],
-        llm_available=connect_llm(snakemake.config) is not None,
+        llm=llm,
+        llm_note=note,
+        ragas_llm_queries=settings["ragas_llm_queries"],
     )
     write_report(report, snakemake.output.json, snakemake.output.md, snakemake.output.png)
     print(gate_message(report))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -175,3 +176,55 @@ def test_better_model_is_promoted_without_a_snapshot(
     )
     assert result.exit_code == 0, result.output
     assert "better than its base" in result.output
+
+
+def ragas_judge(body: dict) -> str:
+    """A rule-based LLM behind Ollama's API: it answers ragd's prompt with the first source's first
+    sentence and grades RAGAS's prompts by word overlap, so its verdicts follow the retrieval."""
+    prompt = body["messages"][-1]["content"]
+    if "KNOWLEDGE BASE SOURCES" in prompt:
+        return re.search(r"^\[1\] [^\n]*\n(.+?[.!?])(?:\s|$)", prompt, re.S | re.M).group(1)
+    data = json.loads(prompt.rsplit("input: ", 1)[1].rsplit("Output:", 1)[0])
+
+    def words(text: str) -> set[str]:
+        return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 3}
+
+    if "statements" in data:  # faithfulness, NLI step: supported when its words are in the context
+        verdicts = [
+            {"statement": s, "reason": "overlap", "verdict": int(words(s) <= words(data["context"]))}
+            for s in data["statements"]
+        ]
+        return json.dumps({"statements": verdicts})
+    if "question" in data and "context" in data:  # context precision
+        useful = len(words(data["answer"]) & words(data["context"])) >= 3
+        return json.dumps({"reason": "overlap", "verdict": int(useful)})
+    if "question" in data:  # faithfulness, statement step
+        return json.dumps({"statements": [data["answer"]]})
+    return json.dumps({"question": data["response"], "noncommittal": 0})  # answer relevancy
+
+
+def test_ragas_llm_metrics_run_through_ollamas_api(test_set: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("ragas")
+    from ollama_server import OllamaTestServer
+
+    from ragd_train.ollama_client import OllamaLLM
+
+    test, snapshot = test_set
+    with OllamaTestServer(models=["llama3.2:3b"], responder=ragas_judge) as srv:
+        llm = OllamaLLM(host=srv.url, model="llama3.2:3b", retries=0)
+        kwargs = dict(bootstrap_samples=200, llm=llm, ragas_llm_queries=4, cache_dir=tmp_path / "cache")
+        report = evaluate_models(MINILM, MINILM, test, snapshot, **kwargs)
+        calls = srv.calls["/api/chat"]
+        again = evaluate_models(MINILM, MINILM, test, snapshot, **kwargs)
+        assert srv.calls["/api/chat"] == calls, "a re-run is answered from the cache"
+    judged = report["ragas"]["llm_judged"]
+    assert judged["status"] == "ok" and judged["queries"] == 4 and judged["judge"] == "ollama:llama3.2:3b"
+    for side in ("base", "finetuned"):
+        scores = judged[side]
+        # the answers are sentences of the retrieved chunks: fully faithful, and top-1 is relevant here
+        assert scores["faithfulness"] == 1.0 and scores["faithfulness_failed"] == 0
+        assert 0.0 < scores["llm_context_precision"] <= 1.0
+        assert scores["answer_relevancy"] > 0.3  # question = answer, embedded by MiniLM vs the query
+    assert again["ragas"]["llm_judged"] == judged
+    write_report(report, tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png")
+    assert "LLM-judged by ollama:llama3.2:3b on 4 queries" in (tmp_path / "r.md").read_text()

@@ -19,6 +19,13 @@ The corpus is encoded once per model at max_seq_length 256 (the model's default)
 model's corpus embeddings are cached in ``bench/out/cache`` (same key as bench_generation.py).
 ``--eval-docs N`` evaluates on a subset (every relevant test abstract plus a random fill to N)
 for quick iteration: its numbers are a proxy, not the benchmark.
+
+Each fine-tuned model is compared with the base on the same queries by
+``ragd_train.stats.paired_bootstrap`` (95% CI of the per-query difference) and
+``ragd_train.stats.sign_flip_test`` (p-value), the promotion report's statistics.
+``--save-model DIR`` keeps the trained model (one scenario: ``DIR``; ``ab``: ``DIR-a`` and ``DIR-b``)
+and, on the full corpus, writes its corpus embeddings to the cache under the key bench_reranker.py
+and bench_gate.py look up, so they do not encode the corpus again.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -103,17 +111,27 @@ def cached_encode(
     """Encode ``texts`` (unit-normalised); reuse ``cache`` (bench_generation.py's key scheme)."""
     from ragd_train.mining import encode
 
-    key = hashlib.sha256(json.dumps([*key_parts, texts], ensure_ascii=False).encode()).hexdigest()[:24]
+    key = cache_key(key_parts, texts)
     if cache is not None and (cache / f"{key}.npy").is_file():
         return np.load(cache / f"{key}.npy"), 0.0, True
     t = time.perf_counter()
     emb = encode(model, texts, ENCODE_BATCH)
     seconds = time.perf_counter() - t
     if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        np.save(cache / f"{key}.npy", emb)
-        (cache / f"{key}.json").write_text(json.dumps({"texts": len(texts), "seconds": round(seconds, 3)}))
+        write_cache(cache, key_parts, texts, emb, seconds)
     return emb, seconds, False
+
+
+def cache_key(key_parts: list[Any], texts: list[str]) -> str:
+    return hashlib.sha256(json.dumps([*key_parts, texts], ensure_ascii=False).encode()).hexdigest()[:24]
+
+
+def write_cache(cache: Path, key_parts: list[Any], texts: list[str], emb: np.ndarray, seconds: float) -> None:
+    """Store ``emb`` under the cache key (overwriting: a retrained model keeps its directory's key)."""
+    key = cache_key(key_parts, texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(cache / f"{key}.npy", emb)
+    (cache / f"{key}.json").write_text(json.dumps({"texts": len(texts), "seconds": round(seconds, 3)}))
 
 
 def eval_subset(
@@ -140,7 +158,9 @@ def evaluate_model(
     dims: list[int],
     cache: Path | None,
     key: str | None,
+    store_key: str | None = None,
 ) -> dict[str, Any]:
+    """``store_key``: encode anyway and write the corpus embeddings to ``cache`` under that model key."""
     from ragd_train.ir_metrics import evaluate
     from ragd_train.mining import encode
 
@@ -151,6 +171,8 @@ def evaluate_model(
     else:
         corpus_emb, cached = encode(model, texts, ENCODE_BATCH), False
     encode_corpus_s = time.perf_counter() - t
+    if store_key is not None and cache is not None:
+        write_cache(cache, [store_key, ENCODE_BATCH], texts, corpus_emb, encode_corpus_s)
     t = time.perf_counter()
     query_emb = encode(model, [d["queries"][q] for q in test_ids], ENCODE_BATCH)
     encode_queries_s = time.perf_counter() - t
@@ -166,11 +188,33 @@ def evaluate_model(
     return {
         "metrics": {str(k): v for k, v in result.mean().items()},
         "per_query_ndcg@10": {str(k): v["ndcg@10"].round(6).tolist() for k, v in result.per_query.items()},
+        "per_query_full": per_query_full(result),
         "query_ids": result.query_ids,
         "encode_corpus_s": round(encode_corpus_s, 2),
         "corpus_cached": cached,
         "encode_queries_s": round(encode_queries_s, 2),
     }
+
+
+def per_query_full(result: Any) -> dict[str, list[float]]:
+    """Per-query values of every metric at the full dimension (for the paired statistics)."""
+    full = max(result.per_query)
+    return {m: result.per_query[full][m].tolist() for m in METRIC_KEYS}
+
+
+def versus_base(base: dict[str, Any], new: dict[str, Any], samples: int, seed: int) -> dict[str, Any]:
+    """Paired bootstrap CI and sign-flip p-value of ``new - base`` per metric (ragd_train.stats)."""
+    from ragd_train.stats import paired_bootstrap, sign_flip_test
+
+    if base["query_ids"] != new["query_ids"]:
+        raise ValueError("base and fine-tuned were evaluated on different queries")
+    out = {}
+    for m in METRIC_KEYS:
+        b, n = np.asarray(base["per_query_full"][m]), np.asarray(new["per_query_full"][m])
+        row = paired_bootstrap(b, n, samples=samples, seed=seed)
+        row["p_value"] = sign_flip_test(b, n, samples=samples, seed=seed)
+        out[m] = {"base": float(b.mean()), "new": float(n.mean()), **row}
+    return out
 
 
 # ------------------------------------------------------------------------- training data
@@ -486,6 +530,13 @@ def main() -> int:
     p.add_argument("--step-compare", type=int, default=3, help="steps per step-time run; 0 skips it")
     p.add_argument("--step-repeats", type=int, default=2)
     p.add_argument("--tag", default="", help="suffix of the results file")
+    p.add_argument(
+        "--save-model",
+        type=Path,
+        default=None,
+        help="keep the fine-tuned model here (replaced if it exists; ab: DIR-a, DIR-b)",
+    )
+    p.add_argument("--bootstrap-samples", type=int, default=10_000)
     args = p.parse_args()
     if args.quick:
         args.eval_docs = args.eval_docs or 1000
@@ -551,6 +602,7 @@ def main() -> int:
         results["models"]["base"] = {
             "metrics": {str(k): v for k, v in res.mean().items()},
             "per_query_ndcg@10": {str(k): v["ndcg@10"].round(6).tolist() for k, v in res.per_query.items()},
+            "per_query_full": per_query_full(res),
             "query_ids": res.query_ids,
         }
         if args.eval_docs:  # the base model's full-corpus figure costs nothing more: print it too
@@ -601,22 +653,34 @@ def main() -> int:
             stages[f"{sc}_data"] = round(time.perf_counter() - t, 2)
             path = work / f"train_{sc}.jsonl"
             write_records(path, records)
-            log(f"scenario {sc}: {len(records)} training pairs {info}; training ...")
-            train = train_in_subprocess(path, work / f"model_{sc}", cfg)
+            model_dir = work / f"model_{sc}"
+            if args.save_model is not None:
+                model_dir = args.save_model
+                if len(args.scenario) > 1:
+                    model_dir = model_dir.with_name(f"{model_dir.name}-{sc}")
+                shutil.rmtree(model_dir, ignore_errors=True)
+                model_dir.parent.mkdir(parents=True, exist_ok=True)
+            log(f"scenario {sc}: {len(records)} training pairs {info}; training into {model_dir} ...")
+            train = train_in_subprocess(path, model_dir, cfg)
             stages[f"{sc}_train"] = train["wall_s"]
             log(
                 f"scenario {sc}: trained {train['steps']} steps in {train['train_s']} s,"
                 f" peak {train['peak_memory_mb']} MiB"
             )
             t = time.perf_counter()
-            ft = load_model(str(work / f"model_{sc}"))
-            ev = evaluate_model(ft, d, test_ids, subset, dims, None, None)
+            ft = load_model(str(model_dir))
+            keep = args.save_model is not None and not args.eval_docs
+            store = resolve_model(str(model_dir)) if keep else None
+            ev = evaluate_model(ft, d, test_ids, subset, dims, args.cache, None, store_key=store)
             stages[f"{sc}_eval"] = round(time.perf_counter() - t, 2)
             name = f"fine-tuned ({sc})"
             results["models"][name] = ev
             nd = ev["metrics"][str(full_dim)]["ndcg@10"]
             base_nd = results["models"]["base"]["metrics"][str(full_dim)]["ndcg@10"]
+            stats = versus_base(results["models"]["base"], ev, args.bootstrap_samples, args.seed)
             scenarios[sc] = {
+                "model_dir": str(model_dir) if args.save_model is not None else None,
+                "vs_base": stats,
                 "data": info,
                 "training": train,
                 "ndcg@10": nd,
@@ -663,6 +727,13 @@ def main() -> int:
             f" peak memory {tr['peak_memory_mb']:.0f} MiB "
             f"({'under' if tr['peak_memory_mb'] < 3072 else 'OVER'} 3 GiB)"
         )
+        for m, row in s["vs_base"].items():
+            print(
+                f"  {m:<10} base {row['base']:.4f} -> {row['new']:.4f}  delta {row['delta']:+.4f}"
+                f"  95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]  p={row['p_value']:.3g}"
+            )
+        if s["model_dir"]:
+            print(f"  model kept in {s['model_dir']}")
     if "step_compare" in results:
         sc = results["step_compare"]
         print(

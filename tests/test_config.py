@@ -59,10 +59,10 @@ def test_default_lists_are_not_shared_between_configs() -> None:
 
 def test_shipped_config_is_valid_and_every_schema_default_applies() -> None:
     config = load_config()
-    assert set(config) == {"seed", "corpora", "training", "mining", "evaluation", "ollama"}
+    assert set(config) == {"seed", "corpora", "training", "mining", "reranker", "evaluation", "ollama"}
     schema = yaml.safe_load(schema_path().read_text())
     shipped = yaml.safe_load(default_config_path().read_text())
-    for section in ("training", "mining", "evaluation", "ollama"):
+    for section in ("training", "mining", "reranker", "evaluation", "ollama"):
         for key, sub in schema["properties"][section]["properties"].items():
             assert key in config[section], f"{section}.{key} has no value"
             if key not in shipped.get(section, {}):

@@ -495,18 +495,20 @@ def evaluate_cmd(
     require_improvement: float | None,
     **opts: Any,
 ) -> None:
-    """A/B-compare a fine-tuned model with its base; exit 1 when it did not improve."""
-    import json
+    """A/B-compare a fine-tuned model with its base; exit 1 when it did not improve.
 
-    from ragd_train.evaluation import gate_message
+    A workspace model (`demo-embeddings`, `demo-reranker`, `demo-llm`) maps onto its report target.
+    """
+    import json
 
     ws = _workspace(opts["workspace"])
     name = Path(model).name
+    kind = next((k for k in REPORT_KINDS if name.endswith(f"-{k}")), None)
     workflow_target = (
         test_data is None
         and compare_to is None
         and snapshot is None
-        and name.endswith("-embeddings")
+        and kind is not None
         and (Path(model) == Path(name) or Path(model).resolve().parent == (ws / "models").resolve())
     )
     if workflow_target:
@@ -518,11 +520,33 @@ def evaluate_cmd(
             return
         report = json.loads((ws / "reports" / f"{name}.json").read_text())
         click.echo(f"Report: {ws / 'reports' / (name + '.md')}")
+    elif kind in ("reranker", "llm"):
+        raise RagdTrainError(
+            f"--test-data/--compare-to/--snapshot apply to embedding models; {model} is a {kind}"
+        )
     else:
         report = _evaluate_direct(Path(model), test_data, compare_to, snapshot, require_improvement, ws, name)
-    click.echo(gate_message(report))
-    if report["gate"]["verdict"] != "promoted":
+    message, improved = _verdict(kind or "embeddings", report)
+    click.echo(message)
+    if not improved:
         sys.exit(1)
+
+
+REPORT_KINDS = ("embeddings", "reranker", "llm")
+
+
+def _verdict(kind: str, report: dict[str, Any]) -> tuple[str, bool]:
+    if kind == "reranker":
+        from ragd_train.reranker import reranker_message
+
+        return reranker_message(report), report["verdict"] == "improves"
+    if kind == "llm":
+        from ragd_train.llm_eval import llm_message
+
+        return llm_message(report), report["improved"]
+    from ragd_train.evaluation import gate_message
+
+    return gate_message(report), report["gate"]["verdict"] == "promoted"
 
 
 def _evaluate_direct(
@@ -591,11 +615,13 @@ def list_cmd(workspace: Path | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "kind", "base", "created", "size", "training data", "NDCG@10")
+    table = Table("name", "kind", "base", "created", "size", "training data", "headline (vs base)")
     for row in rows:
-        head = row["headline"] or {}
+        head = row["headline"] if isinstance(row["headline"], dict) else {}
         metric = (
-            f"{head['finetuned']:.3f} ({head['delta']:+.3f})" if {"finetuned", "delta"} <= set(head) else "-"
+            f"{head.get('metric', 'ndcg@10')} {head['finetuned']:.3f} ({head['delta']:+.3f})"
+            if {"finetuned", "delta"} <= set(head)
+            else "-"
         )
         table.add_row(
             row["name"],

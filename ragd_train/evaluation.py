@@ -371,9 +371,7 @@ def markdown_report(report: dict[str, Any], png_name: str) -> str:
             lines.append(f"- {side}: skipped ({r.get('reason')})")
     llm = report["ragas"]["llm_judged"]
     if llm["status"] == "ok":
-        lines.append(
-            f"- LLM-judged by {llm['judge']} on {llm['queries']} queries (top {llm['top_k']}):"
-        )
+        lines.append(f"- LLM-judged by {llm['judge']} on {llm['queries']} queries (top {llm['top_k']}):")
         for side in ("base", "finetuned"):
             values = ", ".join(
                 f"{m} {llm[side][m]:.3f}" if llm[side][m] is not None else f"{m} n/a" for m in llm["metrics"]

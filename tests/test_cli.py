@@ -507,3 +507,38 @@ def test_llm_flags(tmp_path: Path, targets: Captured) -> None:
         }
     }
     assert ragd("llm", "--backend", "tpu").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "report", "improved", "says"),
+    [
+        (
+            "demo-reranker",
+            {"candidates": 50, "verdict": "does not improve"},
+            False,
+            "does NOT improve retrieval: NDCG@10 0.5000 -> 0.4000",
+        ),
+        ("demo-reranker", {"candidates": 50, "verdict": "improves"}, True, "improves retrieval"),
+        ("demo-llm", {"examples": 3, "improved": False}, False, "NOT better than its base on 3 RAFT test"),
+    ],
+)
+def test_evaluate_maps_rerankers_and_adapters_onto_their_reports(
+    name: str, report: dict, improved: bool, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    numbers = {"base": 0.5, "finetuned": 0.4, "delta": -0.1, "ci_low": -0.2, "ci_high": 0.0, "p_value": 0.04}
+    f1 = {"base": 0.5, "adapter": 0.4, "delta": -0.1, "ci95": [-0.2, 0.0], "p_value": 0.04}
+    body = {**report, "headline": {**numbers, "retriever": "finetuned"}, "metrics": {"f1": f1}}
+    built: list[str] = []
+
+    def fake_run(names: list[str], ws: Path, **kwargs: Any) -> None:
+        built.extend(names)
+        (ws / "reports").mkdir(parents=True)
+        (ws / names[0]).write_text(json.dumps(body))
+
+    monkeypatch.setattr(workspace, "run_targets", fake_run)
+    result = ragd("evaluate", "--model", name, "--workspace", tmp_path / "ws")
+    assert built == [f"reports/{name}.json"]
+    assert result.exit_code == (0 if improved else 1), result.output
+    assert says in result.output
+    refused = ragd("evaluate", "--model", name, "--test-data", __file__, "--workspace", tmp_path / "ws")
+    assert refused.exit_code == 1 and "apply to embedding models" in refused.output

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ragd_train.errors import InputError, RagdTrainError
+from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
 from ragd_train.metadata import base_metadata, peak_memory_mb
+from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
 log = logging.getLogger("ragd_train")
 
@@ -198,8 +197,7 @@ def train_embeddings(
 
     start = time.monotonic()
     output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise RagdTrainError(f"{output_dir} already exists; delete it first (ragd train delete)")
+    ensure_absent(output_dir)
     torch.manual_seed(cfg.seed)
     rows = load_training_examples(train_path, cfg.hard_negatives, cfg.seed)
     resolved = resolve_model(cfg.base_model)
@@ -212,11 +210,7 @@ def train_embeddings(
     steps_per_epoch = -(-len(rows) // batch_size)
     history: list[dict[str, float]] = []
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.parent.glob(f".{output_dir.name}.*.tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
+    with staged_output(output_dir) as staging:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(staging / "checkpoints"),
             num_train_epochs=cfg.epochs,
@@ -250,12 +244,7 @@ def train_embeddings(
         train_start = time.monotonic()
         trainer.train()
         train_time = time.monotonic() - train_start
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        model_dir = staging / "model"
-        model.save_pretrained(str(model_dir), safe_serialization=True)
-        for item in model_dir.iterdir():
-            item.rename(staging / item.name)
-        model_dir.rmdir()
+        save_model_files(model, staging)
         meta = base_metadata(
             "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, asdict(cfg), cfg.seed
         )
@@ -274,10 +263,6 @@ def train_embeddings(
             }
         )
         write_json(staging / "training_metadata.json", meta)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info(
         "saved %s (dim %d) in %.0fs, peak memory %.0f MiB",
         output_dir,

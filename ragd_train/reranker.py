@@ -23,8 +23,6 @@ import dataclasses
 import json
 import logging
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +34,7 @@ import numpy as np
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import atomic_open, read_records, write_json
 from ragd_train.metadata import base_metadata, peak_memory_mb
+from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
 log = logging.getLogger("ragd_train")
 
@@ -329,8 +328,7 @@ def train_reranker(
         log.warning("%s", why)
     cfg = dataclasses.replace(cfg, kind=kind)
     output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise RagdTrainError(f"{output_dir} already exists; delete it first (ragd train delete)")
+    ensure_absent(output_dir)
     rows = load_reranker_examples(train_path, cfg.negatives, cfg.seed)
     base = resolve_reranker_base(cfg.base_model, cfg.fallback_model)
     if base.note and not why:
@@ -345,11 +343,7 @@ def train_reranker(
     history: list[dict[str, float]] = []
     trainer_cls, args_cls = _trainer_classes(cfg.kind)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.parent.glob(f".{output_dir.name}.*.tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
+    with staged_output(output_dir) as staging:
         extra: dict[str, Any] = {}
         if cfg.kind == "colbert":
             from sentence_transformers.base.sampler import BatchSamplers
@@ -393,12 +387,7 @@ def train_reranker(
         train_start = time.monotonic()
         trainer.train()
         train_time = time.monotonic() - train_start
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        model_dir = staging / "model"
-        model.save_pretrained(str(model_dir), safe_serialization=True)
-        for item in model_dir.iterdir():
-            item.rename(staging / item.name)
-        model_dir.rmdir()
+        save_model_files(model, staging)
         meta = base_metadata(
             "reranker", {"training_data": train_path, "snapshot": snapshot_path}, asdict(cfg), cfg.seed
         )
@@ -423,10 +412,6 @@ def train_reranker(
             }
         )
         write_json(staging / "training_metadata.json", meta)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info(
         "saved %s in %.0fs, peak memory %.0f MiB", output_dir, meta["wall_time_s"], meta["peak_memory_mb"]
     )

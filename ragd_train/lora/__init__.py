@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import read_jsonl, write_json
+from ragd_train.staging import ensure_absent, staged_output
 
 log = logging.getLogger("ragd_train")
 
@@ -432,8 +432,7 @@ def train_lora(
     """Train into a hidden staging directory next to ``output_dir``; move it into place when complete."""
     start = time.monotonic()
     output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise RagdTrainError(f"{output_dir} already exists; delete it first (ragd train delete)")
+    ensure_absent(output_dir)
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", field="training.llm_backend")
     records = load_chat_records(raft_path)
@@ -447,11 +446,7 @@ def train_lora(
     else:
         from ragd_train.lora import unsloth_backend as module  # type: ignore[no-redef]
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.parent.glob(f".{output_dir.name}.*.tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
+    with staged_output(output_dir) as staging:
         result = module.train(records, test_records, staging, cfg, threads=threads)
         for name in (ADAPTER_FILE, ADAPTER_CONFIG):
             if not (staging / name).exists():
@@ -476,10 +471,6 @@ def train_lora(
             }
         )
         write_json(staging / "training_metadata.json", meta)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info(
         "saved %s (%s, %d adapter tensors, %.1f MB) in %.0fs",
         output_dir,

@@ -227,38 +227,52 @@ def embeddings(
         }.items()
         if v is not None
     }
-    if data is not None:
-        _train_embeddings_from_file(data, output, training, opts)
-        return
-    overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
-    target = f"models/{corpus}-embeddings"
-    workspace = _run([target], opts, overrides)
-    if opts["dry_run"]:
-        return
-    built = workspace / target
-    if output is not None:
-        shutil.copytree(built, output, dirs_exist_ok=False)
-        built = output
-    _print_ragd_hint(built)
+    overrides = {"training": training} if training else {}
+    _train_model(
+        "embeddings", (corpus, source, path), data, output, overrides, opts, _fit_embeddings, _print_ragd_hint
+    )
 
 
-def _train_embeddings_from_file(
-    data: Path, output: Path | None, training: dict[str, Any], opts: dict[str, Any]
+def _train_model(
+    kind: str,
+    corpus: tuple[str, str | None, str | None],
+    data: Path | None,
+    output: Path | None,
+    overrides: dict[str, Any],
+    opts: dict[str, Any],
+    fit: Callable[[Path, Path, dict[str, Any]], None],
+    hint: Callable[[Path], None],
 ) -> None:
+    """Build ``models/<corpus>-<kind>`` through the workflow, or train on ``data`` directly."""
+    if data is None:
+        target = f"models/{corpus[0]}-{kind}"
+        workspace = _run([target], opts, _merge(_corpus_overrides(*corpus), overrides))
+        if opts["dry_run"]:
+            return
+        built = workspace / target
+        if output is not None:
+            shutil.copytree(built, output, dirs_exist_ok=False)
+            built = output
+        hint(built)
+        return
     from ragd_train.config import load_config
-    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
     from ragd_train.progress import setup_logging
     from ragd_train.workspace import ragd_home
 
     if opts["dry_run"]:
-        click.echo(f"would train an embedding model on {data}")
+        click.echo(f"would train {kind} on {data}")
         return
     setup_logging()
-    config = load_config(opts["configfiles"], {"training": training} if training else None)
-    workspace = (opts["workspace"] or ragd_home()).expanduser()
-    out = output or workspace / "models" / f"{data.stem}-embeddings"
+    config = load_config(opts["configfiles"], overrides or None)
+    out = output or (opts["workspace"] or ragd_home()).expanduser() / "models" / f"{data.stem}-{kind}"
+    fit(data, out, config)
+    hint(out)
+
+
+def _fit_embeddings(data: Path, out: Path, config: dict[str, Any]) -> None:
+    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
+
     train_embeddings(data, out, EmbeddingTrainingConfig.from_workflow(config))
-    _print_ragd_hint(out)
 
 
 def _print_ragd_hint(model_dir: Path) -> None:
@@ -351,38 +365,15 @@ def reranker_cmd(
     overrides: dict[str, Any] = {"reranker": settings} if settings else {}
     if seed is not None:
         overrides["seed"] = seed
-    if data is not None:
-        _train_reranker_from_file(data, output, overrides, opts)
-        return
-    overrides = _merge(_corpus_overrides(corpus, source, path), overrides)
-    target = f"models/{corpus}-reranker"
-    workspace = _run([target], opts, overrides)
-    if opts["dry_run"]:
-        return
-    built = workspace / target
-    if output is not None:
-        shutil.copytree(built, output, dirs_exist_ok=False)
-        built = output
-    _print_reranker_hint(built)
+    _train_model(
+        "reranker", (corpus, source, path), data, output, overrides, opts, _fit_reranker, _print_reranker_hint
+    )
 
 
-def _train_reranker_from_file(
-    data: Path, output: Path | None, overrides: dict[str, Any], opts: dict[str, Any]
-) -> None:
-    from ragd_train.config import load_config
-    from ragd_train.progress import setup_logging
+def _fit_reranker(data: Path, out: Path, config: dict[str, Any]) -> None:
     from ragd_train.reranker import RerankerTrainingConfig, train_reranker
-    from ragd_train.workspace import ragd_home
 
-    if opts["dry_run"]:
-        click.echo(f"would train a reranker on {data}")
-        return
-    setup_logging()
-    config = load_config(opts["configfiles"], overrides or None)
-    workspace = (opts["workspace"] or ragd_home()).expanduser()
-    out = output or workspace / "models" / f"{data.stem}-reranker"
     train_reranker(data, out, RerankerTrainingConfig.from_workflow(config))
-    _print_reranker_hint(out)
 
 
 def _print_reranker_hint(model_dir: Path) -> None:

@@ -150,3 +150,35 @@ def test_ragd_hint_names_the_config_change(tmp_path: Path) -> None:
     assert (
         f"model: {tmp_path.resolve()}" in hint and "dimension: 384" in hint and "ragd reindex --all" in hint
     )
+
+
+def test_cli_trains_on_a_users_own_file(tiny_model: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ragd_train.cli import main
+
+    data = tmp_path / "my_pairs.json"  # a JSON array, as `ragd train generate-data --output x.json` writes
+    data.write_text(json.dumps(_records()))
+    ws = tmp_path / "ws"
+    args = [
+        "train",
+        "embeddings",
+        "--data",
+        str(data),
+        "--workspace",
+        str(ws),
+        "--base-model",
+        str(tiny_model),
+    ]
+    result = CliRunner().invoke(main, [*args, "--epochs", "1", "--matryoshka-dims", "none"])
+    assert result.exit_code == 0, result.output
+    out = ws / "models" / "my_pairs-embeddings"
+    meta = json.loads((out / "training_metadata.json").read_text())
+    assert (
+        meta["config"]["epochs"] == 1
+        and meta["matryoshka_dims"] == []
+        and meta["base_model"] == str(tiny_model)
+    )
+    assert f"Model ready: {out}" in result.output and "ragd reindex --all" in result.output
+    again = CliRunner().invoke(main, [*args, "--epochs", "1"])
+    assert again.exit_code == 1 and "already exists; delete it first" in again.output

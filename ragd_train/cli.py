@@ -649,10 +649,11 @@ def delete_cmd(name: str, workspace: Path | None, yes: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["tar", "hf"]),
+    type=click.Choice(["tar", "hf", "ollama"]),
     default="tar",
     show_default=True,
-    help="tar = tar.gz with metadata, report and checksums; hf = plain Hugging Face directory.",
+    help="tar = tar.gz with metadata, report and checksums; hf = plain Hugging Face directory; "
+    "ollama = a LoRA adapter (PEFT layout) + Modelfile for `ollama create`.",
 )
 @workspace_option
 @friendly_errors
@@ -660,7 +661,33 @@ def export_cmd(name: str, dest: Path, fmt: str, workspace: Path | None) -> None:
     """Export a model."""
     from ragd_train.management import export_model
 
-    click.echo(f"Exported to {export_model(_workspace(workspace), name, dest, fmt)}")
+    out = export_model(_workspace(workspace), name, dest, fmt)
+    click.echo(f"Exported to {out}")
+    if fmt == "ollama":
+        click.echo(f"Create the Ollama model: cd {out.resolve()} && ollama create {out.name} -f Modelfile")
+
+
+@train.command("fuse")
+@click.argument("name")
+@click.option(
+    "--to",
+    "dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder [default: models/<name>-fused in the workspace].",
+)
+@workspace_option
+@friendly_errors
+def fuse_cmd(name: str, dest: Path | None, workspace: Path | None) -> None:
+    """Merge a LoRA adapter (peft or mlx) into its base model: a plain Hugging Face model."""
+    from ragd_train.lora.export import fuse
+    from ragd_train.management import model_path
+    from ragd_train.progress import setup_logging
+
+    setup_logging()
+    ws = _workspace(workspace)
+    out = fuse(model_path(ws / "models", name), dest or ws / "models" / f"{name}-fused")
+    click.echo(f"Fused model: {out} (loads with transformers' AutoModelForCausalLM)")
 
 
 @train.group("cache")

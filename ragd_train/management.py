@@ -94,8 +94,13 @@ def _manifest(files: list[tuple[Path, str]]) -> dict[str, Any]:
 
 
 def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Path:
-    """Export ``name``: ``tar`` = tar.gz with metadata, report and checksums; ``hf`` = plain directory."""
+    """Export ``name``: ``tar`` = tar.gz with metadata, report and checksums; ``hf`` = plain directory;
+    ``ollama`` = a LoRA adapter in PEFT layout with its Modelfile, for ``ollama create``."""
     src = model_path(workspace / "models", name)
+    if fmt == "ollama":
+        from ragd_train.lora.export import export_ollama
+
+        return export_ollama(src, dest)
     if fmt == "hf":
         if dest.exists():
             raise RagdTrainError(f"{dest} already exists")
@@ -105,7 +110,7 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         staging.rename(dest)
         return dest
     if fmt != "tar":
-        raise RagdTrainError(f"unknown export format '{fmt}' (tar or hf)")
+        raise RagdTrainError(f"unknown export format '{fmt}' (tar, hf or ollama)")
     if dest.is_dir() or not dest.name.endswith((".tar.gz", ".tgz")):
         dest = dest / f"{name}.tar.gz"
     files = [(f, f"{name}/{f.relative_to(src)}") for f in sorted(src.rglob("*")) if f.is_file()]

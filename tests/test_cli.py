@@ -112,7 +112,17 @@ def test_train_help_lists_the_commands() -> None:
     result = ragd("--help")
     assert result.exit_code == 0
     listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
-    expected = {"generate-data", "embeddings", "reranker", "llm", "evaluate", "list", "delete", "export"}
+    expected = {
+        "generate-data",
+        "embeddings",
+        "reranker",
+        "llm",
+        "evaluate",
+        "list",
+        "delete",
+        "export",
+        "fuse",
+    }
     assert expected <= listed
 
 

@@ -518,3 +518,44 @@ def test_demo_llm_builds_with_peft_then_mlx_and_the_adapters_change_the_model(
         < 1e-5
     )
     assert mlx_meta["answer_only_logits"] is True
+
+    # export --format ollama and fuse: the mlx adapter, rewritten in PEFT's layout, is the same function
+    import numpy as np
+    from click.testing import CliRunner
+
+    from ragd_train.cli import main
+
+    def ragd(*args: str | Path) -> Any:
+        return CliRunner().invoke(main, ["train", *map(str, args), "--workspace", str(ws)])
+
+    exported = tmp_path / "ollama-demo"
+    result = ragd("export", "demo-llm", "--format", "ollama", "--to", exported)
+    assert result.exit_code == 0, result.output
+    assert f"cd {exported.resolve()} && ollama create ollama-demo -f Modelfile" in " ".join(
+        result.output.split()
+    )
+    assert {p.name for p in exported.iterdir()} == {
+        ADAPTER_CONFIG,
+        "Modelfile",
+        "adapter_model.safetensors",
+        "training_metadata.json",
+    }
+    assert f"FROM {tiny_llama.resolve()}" in (exported / "Modelfile").read_text()
+    as_peft = tmp_path / "as-peft"  # load_adapter reads adapters.safetensors
+    as_peft.mkdir()
+    shutil.copyfile(exported / "adapter_model.safetensors", as_peft / ADAPTER_FILE)
+    shutil.copyfile(exported / ADAPTER_CONFIG, as_peft / ADAPTER_CONFIG)
+    torch_tuned = logits(
+        load_adapter(AutoModelForCausalLM.from_pretrained(str(tiny_llama)), as_peft), tokenizer, prompt
+    )
+    np.testing.assert_allclose(torch_tuned.numpy(), np.array(mlx_tuned(ids)[0, -1]), atol=1e-4)
+
+    result = ragd("fuse", "demo-llm")
+    assert result.exit_code == 0, result.output
+    fused_dir = ws / "models" / "demo-llm-fused"
+    assert (fused_dir / "model.safetensors").exists() and not list(fused_dir.glob("*.bin"))
+    fused = logits(AutoModelForCausalLM.from_pretrained(str(fused_dir)), tokenizer, prompt)
+    np.testing.assert_allclose(fused.numpy(), torch_tuned.numpy(), atol=1e-4)
+    assert json.loads((fused_dir / "training_metadata.json").read_text())["kind"] == "llm-fused"
+    again = ragd("fuse", "demo-llm")
+    assert again.exit_code == 1 and "already exists" in again.output

@@ -378,8 +378,14 @@ def _snakemake(ws: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess[s
 def test_demo_reranker_target_builds_and_is_incremental(tiny_model: Path, tmp_path: Path) -> None:
     config = {
         "corpora": {"demo": {"limit": 4}},
-        "training": {"queries_per_chunk": 1},
+        "training": {
+            "queries_per_chunk": 1,
+            "embedding_base_model": str(tiny_model),
+            "embedding_epochs": 1,
+            "matryoshka_dims": "none",
+        },
         "mining": {"model": str(tiny_model)},
+        "evaluation": {"bootstrap_samples": 200},
         "reranker": {
             "base_model": MISSING,  # not offline: exercises the fallback inside the rule
             "fallback_model": str(tiny_model),
@@ -408,3 +414,17 @@ def test_demo_reranker_target_builds_and_is_incremental(tiny_model: Path, tmp_pa
     assert not list((ws / "models").glob(".*.tmp"))
     second = _snakemake(ws, cfg, "--", "models/demo-reranker")
     assert second.returncode == 0 and "Nothing to be done" in second.stdout + second.stderr
+
+    report_run = _snakemake(ws, cfg, "--", "reports/demo-reranker.json")  # + the embedding model
+    assert report_run.returncode == 0, report_run.stderr[-3000:]
+    report = json.loads((ws / "reports" / "demo-reranker.json").read_text())
+    assert report["headline"]["retriever"] == "finetuned" and report["verdict"] in (
+        "improves",
+        "does not improve",
+    )
+    assert {(c["retriever"], c["reranker"]) for c in report["combinations"]} >= {
+        ("finetuned", "none"),
+        ("finetuned", "finetuned"),
+        ("base", "finetuned"),
+    }
+    assert "| fine-tuned | fine-tuned |" in (ws / "reports" / "demo-reranker.md").read_text()

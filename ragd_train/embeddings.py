@@ -216,7 +216,7 @@ def train_embeddings(
             num_train_epochs=cfg.epochs,
             per_device_train_batch_size=batch_size,
             learning_rate=cfg.learning_rate,
-            warmup_ratio=cfg.warmup_ratio,
+            warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio (transformers v5)
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             seed=cfg.seed,
             data_seed=cfg.seed,

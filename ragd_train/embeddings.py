@@ -225,6 +225,7 @@ def train_embeddings(
             report_to="none",
             disable_tqdm=True,
             use_cpu=device == "cpu",
+            dataloader_pin_memory=torch.cuda.is_available(),
         )
         trainer = SentenceTransformerTrainer(
             model=model,

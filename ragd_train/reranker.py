@@ -362,6 +362,7 @@ def train_reranker(
             report_to="none",
             disable_tqdm=True,
             use_cpu=device == "cpu",
+            dataloader_pin_memory=torch.cuda.is_available(),
             **extra,
         )
         trainer = trainer_cls(

@@ -37,6 +37,27 @@ def responder(body: dict) -> str:
     return json.dumps([f"What does study {tag} find?", f"Is claim {tag} supported?"])
 
 
+def slurm_plugin_import_s() -> float | None:
+    """Seconds a fresh interpreter takes to import snakemake-executor-plugin-slurm, None when absent."""
+    code = "import snakemake_executor_plugin_slurm"
+    if subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util, sys; "
+            "sys.exit(importlib.util.find_spec('snakemake_executor_plugin_slurm') is None)",
+        ],
+        check=False,
+    ).returncode:
+        return None
+    base = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import snakemake"], check=True)
+    bare = time.monotonic() - base
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", f"import snakemake; {code}"], check=True)
+    return round(time.monotonic() - start - bare, 2)
+
+
 def snakemake(ws: Path, cfg: Path, *args: str) -> tuple[float, str]:
     cmd = [
         sys.executable,
@@ -116,6 +137,7 @@ def main() -> None:
         results["dry_run_nothing_changed"] = {
             "wall_s": round(dry, 2),
             "nothing_to_do": "Nothing to be done" in out,
+            "slurm_plugin_import_s": slurm_plugin_import_s(),
         }
     full, rerun = results["full"], results["rerun"]
     data_full = full["generation_s"] + full["build_s"]
@@ -138,6 +160,12 @@ def main() -> None:
         )
     d = results["dry_run_nothing_changed"]
     print(f"\nsnakemake -n with nothing changed: {d['wall_s']:.2f} s, nothing to do: {d['nothing_to_do']}")
+    if d["slurm_plugin_import_s"] is not None:
+        print(
+            f"  of which {d['slurm_plugin_import_s']:.2f} s is importing the Slurm executor plugin, which "
+            "Snakemake loads at start-up whenever it is installed (it queries sacct/scontrol; slow "
+            "without a reachable slurmctld)"
+        )
     calls_ok = rerun["llm_calls"] <= 0.015 * full["llm_calls"]
     time_ok = data_rerun <= 0.10 * data_full
     print(

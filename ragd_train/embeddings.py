@@ -202,6 +202,7 @@ def train_embeddings(
     rows = load_training_examples(train_path, cfg.hard_negatives, cfg.seed)
     resolved = resolve_model(cfg.base_model)
     model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
+    served_length = model.max_seq_length  # what the base reads when it encodes; the model keeps it
     model.max_seq_length = cfg.max_seq_length
     model_dim = model.get_embedding_dimension()
     dims = matryoshka_dims(cfg.matryoshka_dims, model_dim)
@@ -245,6 +246,7 @@ def train_embeddings(
         train_start = time.monotonic()
         trainer.train()
         train_time = time.monotonic() - train_start
+        model.max_seq_length = served_length  # trained on shorter texts, still reads whole chunks
         save_model_files(model, staging)
         meta = base_metadata(
             "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, asdict(cfg), cfg.seed
@@ -256,6 +258,7 @@ def train_embeddings(
                 "training_examples": len(rows),
                 "output_dimension": model_dim,
                 "matryoshka_dims": dims,
+                "max_seq_length": served_length,
                 "loss_history": history,
                 "train_time_s": round(train_time, 2),
                 "wall_time_s": round(time.monotonic() - start, 2),

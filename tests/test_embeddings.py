@@ -100,7 +100,13 @@ def test_train_tiny_model_writes_complete_directory(
 
     out = tmp_path / "models" / "tiny-embeddings"
     cfg = EmbeddingTrainingConfig(
-        base_model=str(tiny_model), epochs=2, batch_size=4, learning_rate=1e-3, matryoshka_dims=[16], seed=7
+        base_model=str(tiny_model),
+        epochs=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        matryoshka_dims=[16],
+        seed=7,
+        max_seq_length=24,  # trained on short texts ...
     )
     before = SentenceTransformer(str(tiny_model)).encode(["what port does the API use"])
     meta = train_embeddings(train_file, out, cfg)
@@ -114,7 +120,9 @@ def test_train_tiny_model_writes_complete_directory(
     assert stored["config"]["learning_rate"] == 1e-3 and stored["seed"] == 7
     assert {"torch", "sentence-transformers", "transformers"} <= set(stored["versions"])
     assert len(stored["loss_history"]) == 4 and stored["peak_memory_mb"] > 0
-    after = SentenceTransformer(str(out)).encode(["what port does the API use"])
+    tuned = SentenceTransformer(str(out))
+    assert tuned.max_seq_length == stored["max_seq_length"] == 128, "... it still reads whole chunks"
+    after = tuned.encode(["what port does the API use"])
     assert not np.allclose(before, after), "training did not change the weights"
     with pytest.raises(RagdTrainError, match="already exists"):
         train_embeddings(train_file, out, cfg)

@@ -79,6 +79,11 @@ def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) ->
     return workspace
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The options the user gave (click passes None for the others): config overrides."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _merge(*dicts: dict[str, Any]) -> dict[str, Any]:
     from ragd_train.config import deep_merge
 
@@ -150,15 +155,11 @@ def generate_data(
     **opts: Any,
 ) -> None:
     """Generate training data (queries, hard negatives, quality filter) from a corpus."""
-    training = {
-        k: v
-        for k, v in {
-            "queries_per_chunk": queries_per_chunk,
-            "hard_negatives_per_query": negatives,
-            "query_generator": generator,
-        }.items()
-        if v is not None
-    }
+    training = _given(
+        queries_per_chunk=queries_per_chunk,
+        hard_negatives_per_query=negatives,
+        query_generator=generator,
+    )
     overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
     workspace = _run(
         [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"], opts, overrides
@@ -216,17 +217,13 @@ def embeddings(
             raise click.BadParameter(  # noqa: B904
                 "comma-separated integers, 'auto' or 'none'", param_hint="--matryoshka-dims"
             )
-    training = {
-        k: v
-        for k, v in {
-            "embedding_base_model": base_model,
-            "embedding_epochs": epochs,
-            "embedding_batch_size": batch_size,
-            "embedding_learning_rate": learning_rate,
-            "matryoshka_dims": dims,
-        }.items()
-        if v is not None
-    }
+    training = _given(
+        embedding_base_model=base_model,
+        embedding_epochs=epochs,
+        embedding_batch_size=batch_size,
+        embedding_learning_rate=learning_rate,
+        matryoshka_dims=dims,
+    )
     overrides = {"training": training} if training else {}
     _train_model(
         "embeddings", (corpus, source, path), data, output, overrides, opts, _fit_embeddings, _print_ragd_hint
@@ -348,20 +345,16 @@ def reranker_cmd(
     **opts: Any,
 ) -> None:
     """Fine-tune a reranker (cross-encoder; ColBERT optional) into models/<corpus>-reranker."""
-    settings = {
-        k: v
-        for k, v in {
-            "kind": kind,
-            "base_model": base_model,
-            "loss": loss,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "max_length": max_length,
-            "negatives_per_query": negatives,
-        }.items()
-        if v is not None
-    }
+    settings = _given(
+        kind=kind,
+        base_model=base_model,
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        negatives_per_query=negatives,
+    )
     overrides: dict[str, Any] = {"reranker": settings} if settings else {}
     if seed is not None:
         overrides["seed"] = seed
@@ -428,21 +421,17 @@ def llm(
     **opts: Any,
 ) -> None:
     """Train a RAFT LoRA adapter for ragd's chat model into models/<corpus>-llm."""
-    training = {
-        k: v
-        for k, v in {
-            "llm_backend": backend,
-            "llm_base_model": base_model,
-            "training_epochs": epochs,
-            "lora_rank": rank,
-            "lora_alpha": alpha,
-            "llm_learning_rate": learning_rate,
-            "raft_distractors": distractors,
-            "raft_oracle_fraction": oracle_fraction,
-            "raft_answers": answers,
-        }.items()
-        if v is not None
-    }
+    training = _given(
+        llm_backend=backend,
+        llm_base_model=base_model,
+        training_epochs=epochs,
+        lora_rank=rank,
+        lora_alpha=alpha,
+        llm_learning_rate=learning_rate,
+        raft_distractors=distractors,
+        raft_oracle_fraction=oracle_fraction,
+        raft_answers=answers,
+    )
     overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
     target = f"models/{corpus}-llm"
     workspace = _run([target], opts, overrides)

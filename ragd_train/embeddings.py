@@ -13,6 +13,7 @@ from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
 from ragd_train.metadata import base_metadata, peak_memory_mb
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
+from ragd_train.trainer_setup import progress_callback, trainer_arguments
 
 log = logging.getLogger("ragd_train")
 
@@ -110,54 +111,6 @@ def load_training_examples(path: str | Path, hard_negatives: int, seed: int) -> 
     return rows
 
 
-def _progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any:
-    """A TrainerCallback: Rich bar with loss on a terminal, a log line per step otherwise."""
-    from transformers import TrainerCallback
-
-    from ragd_train.progress import is_terminal
-
-    class Progress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-            self.bar = None
-            if is_terminal():
-                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-                self.bar = Progress(
-                    TextColumn("training"),
-                    BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("loss {task.fields[loss]}"),
-                    TimeRemainingColumn(),
-                )
-                self.task = self.bar.add_task("train", total=total_steps, loss="-")
-                self.bar.start()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            if logs and "loss" in logs:
-                entry = {
-                    "step": state.global_step,
-                    "epoch": round(state.epoch or 0, 3),
-                    "loss": float(logs["loss"]),
-                }
-                history.append(entry)
-                if self.bar is not None:
-                    self.bar.update(self.task, completed=state.global_step, loss=f"{entry['loss']:.4f}")
-                else:
-                    log.info(
-                        "step %d/%d epoch %.2f loss %.4f",
-                        state.global_step,
-                        total_steps,
-                        entry["epoch"],
-                        entry["loss"],
-                    )
-
-        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            if self.bar is not None:
-                self.bar.stop()
-
-    return Progress()
-
-
 def loss_name(requested: str, device: str) -> str:
     """``auto``: the cached (GradCache) loss on CPU, where memory is the limit; plain MNRL on a GPU."""
     if requested != "auto":
@@ -212,28 +165,23 @@ def train_embeddings(
     history: list[dict[str, float]] = []
 
     with staged_output(output_dir) as staging:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(staging / "checkpoints"),
-            num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=batch_size,
+        args = trainer_arguments(
+            SentenceTransformerTrainingArguments,
+            staging,
+            epochs=cfg.epochs,
+            batch_size=batch_size,
             learning_rate=cfg.learning_rate,
-            warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio (transformers v5)
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            warmup_ratio=cfg.warmup_ratio,
             seed=cfg.seed,
-            data_seed=cfg.seed,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=device == "cpu",
-            dataloader_pin_memory=torch.cuda.is_available(),
+            device=device,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
         )
         trainer = SentenceTransformerTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
             loss=build_loss(model, cfg, dims),
-            callbacks=[_progress_callback(steps_per_epoch * cfg.epochs, history)],
+            callbacks=[progress_callback(steps_per_epoch * cfg.epochs, history)],
         )
         log.info(
             "training %s on %d examples for %d epochs (%d steps/epoch, dims %s)",

@@ -319,7 +319,7 @@ def train_reranker(
     import torch
     from transformers import PrinterCallback
 
-    from ragd_train.embeddings import _progress_callback
+    from ragd_train.trainer_setup import progress_callback, trainer_arguments
 
     start = time.monotonic()
     cfg.check()
@@ -349,20 +349,15 @@ def train_reranker(
             from sentence_transformers.base.sampler import BatchSamplers
 
             extra["batch_sampler"] = BatchSamplers.NO_DUPLICATES
-        args = args_cls(
-            output_dir=str(staging / "checkpoints"),
-            num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=batch_size,
+        args = trainer_arguments(
+            args_cls,
+            staging,
+            epochs=cfg.epochs,
+            batch_size=batch_size,
             learning_rate=cfg.learning_rate,
-            warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio (transformers v5)
+            warmup_ratio=cfg.warmup_ratio,
             seed=cfg.seed,
-            data_seed=cfg.seed,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=device == "cpu",
-            dataloader_pin_memory=torch.cuda.is_available(),
+            device=device,
             **extra,
         )
         trainer = trainer_cls(
@@ -370,7 +365,7 @@ def train_reranker(
             args=args,
             train_dataset=dataset,
             loss=build_loss(model, cfg),
-            callbacks=[_progress_callback(steps_per_epoch * cfg.epochs, history)],
+            callbacks=[progress_callback(steps_per_epoch * cfg.epochs, history)],
         )
         trainer.remove_callback(PrinterCallback)  # our callback logs each step once
         log.info(

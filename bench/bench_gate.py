@@ -255,9 +255,9 @@ def main() -> int:
             (f"broken (lr {args.lr:g}, {len(losses)} steps)", args.broken_dir, None, "rejected")
         ]
         if good is not None:
-            candidates.append(("reference (bench_emb. a)", good, None, None))
+            candidates.append((f"reference ({good.name})", good, None, None))
             if args.good_seq:
-                candidates.append(("reference (bench_emb. a)", good, args.good_seq, None))
+                candidates.append((f"reference ({good.name})", good, args.good_seq, None))
         for name, model_dir, seq, expected in candidates:
             cache.seq = {resolve_model(str(model_dir)): seq} if seq else {}
             t = time.perf_counter()

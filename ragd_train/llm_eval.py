@@ -62,7 +62,8 @@ def answer_line(text: str) -> str | None:
     """The text after the last ``<ANSWER>:``, or None when there is none."""
     if ANSWER_PREFIX not in text:
         return None
-    return text.rsplit(ANSWER_PREFIX, 1)[1].strip().splitlines()[0].strip() if text.strip() else None
+    tail = text.rsplit(ANSWER_PREFIX, 1)[1].strip()
+    return tail.splitlines()[0].strip() if tail else ""
 
 
 def normalize(text: str) -> str:

@@ -72,6 +72,12 @@ def test_the_reference_answer_scores_full_marks_and_others_do_not() -> None:
     scores = score_answer(partial, ex)
     assert scores["exact_match"] == 0.0 and 0.5 < scores["f1"] < 1.0 and scores["grounded"] == 0.0  # no quote
     assert score_answer("no answer line at all", ex) == {"exact_match": 0.0, "f1": 0.0, "grounded": 0.0}
+    assert answer_line("reasoning cut off at\n<ANSWER>:") == ""  # a truncated answer scores 0, no crash
+    assert score_answer("reasoning cut off at\n<ANSWER>:", ex) == {
+        "exact_match": 0.0,
+        "f1": 0.0,
+        "grounded": 0.0,
+    }
 
 
 def test_abstaining_is_right_only_without_the_oracle() -> None:

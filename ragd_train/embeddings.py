@@ -11,7 +11,7 @@ from typing import Any
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
-from ragd_train.metadata import base_metadata, peak_memory_mb
+from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, peak_memory_mb
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 from ragd_train.trainer_setup import progress_callback, trainer_arguments
 
@@ -211,6 +211,7 @@ def train_embeddings(
                 "train_time_s": round(train_time, 2),
                 "wall_time_s": round(time.monotonic() - start, 2),
                 "peak_memory_mb": peak_memory_mb(),
+                "gpu_peak_memory_mb": gpu_peak_memory_mb(),
                 "device": str(model.device),
             }
         )

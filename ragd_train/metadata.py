@@ -38,6 +38,17 @@ def peak_memory_mb() -> float:
     return round(peak / 1024 / (1024 if sys.platform == "darwin" else 1), 1)
 
 
+def gpu_peak_memory_mb() -> float | None:
+    """Peak GPU memory PyTorch allocated in this process, in MiB; ``None`` without CUDA.
+
+    Reads ``torch`` only when something already imported it, so CPU-only callers pay nothing.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 def base_metadata(
     kind: str, inputs: dict[str, str | Path | None], config: dict[str, Any], seed: int
 ) -> dict[str, Any]:

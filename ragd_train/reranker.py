@@ -33,7 +33,7 @@ import numpy as np
 
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import atomic_open, read_records, write_json
-from ragd_train.metadata import base_metadata, peak_memory_mb
+from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, peak_memory_mb
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
 log = logging.getLogger("ragd_train")
@@ -404,6 +404,7 @@ def train_reranker(
                 "train_time_s": round(train_time, 2),
                 "wall_time_s": round(time.monotonic() - start, 2),
                 "peak_memory_mb": peak_memory_mb(),
+                "gpu_peak_memory_mb": gpu_peak_memory_mb(),
                 "device": str(model.device),
             }
         )

@@ -120,6 +120,8 @@ def test_train_tiny_model_writes_complete_directory(
     assert stored["config"]["learning_rate"] == 1e-3 and stored["seed"] == 7
     assert {"torch", "sentence-transformers", "transformers"} <= set(stored["versions"])
     assert len(stored["loss_history"]) == 4 and stored["peak_memory_mb"] > 0
+    on_gpu = stored["device"].startswith("cuda")
+    assert (stored["gpu_peak_memory_mb"] or 0) > 0 if on_gpu else stored["gpu_peak_memory_mb"] is None
     tuned = SentenceTransformer(str(out))
     assert tuned.max_seq_length == stored["max_seq_length"] == 128, "... it still reads whole chunks"
     after = tuned.encode(["what port does the API use"])

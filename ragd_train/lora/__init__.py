@@ -452,7 +452,7 @@ def train_lora(
             if not (staging / name).exists():
                 raise RagdTrainError(f"the {backend} backend wrote no {name}")
         (staging / "Modelfile").write_text(modelfile_text(cfg.base_model, backend, output_dir.name))
-        from ragd_train.metadata import base_metadata, package_versions, peak_memory_mb
+        from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, package_versions, peak_memory_mb
 
         inputs = {"training_data": raft_path, "test_data": test_path}
         meta = base_metadata("llm", inputs, asdict(cfg), cfg.seed)
@@ -470,6 +470,7 @@ def train_lora(
                 "peak_memory_mb": peak_memory_mb(),
             }
         )
+        meta.setdefault("gpu_peak_memory_mb", gpu_peak_memory_mb())  # unsloth reports its own
         write_json(staging / "training_metadata.json", meta)
     log.info(
         "saved %s (%s, %d adapter tensors, %.1f MB) in %.0fs",

@@ -520,7 +520,7 @@ def main() -> int:
     # scenario b
     p.add_argument("--b-hard-negatives", type=int, default=1)
     p.add_argument("--b-lr", type=float, default=2e-5)
-    p.add_argument("--b-epochs", type=int, default=1)
+    p.add_argument("--b-epochs", type=int, default=3, help="scenario b epochs (the config default)")
     # training, both
     p.add_argument("--epochs", type=int, default=1, help="scenario a epochs")
     p.add_argument("--batch-size", type=int, default=32)

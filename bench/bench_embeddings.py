@@ -8,6 +8,9 @@ Matryoshka dims), for two scenarios:
 a. corpus only: queries generated from the corpus alone by the no-LLM generator (strategies
    ``--strategies``), filtered by round-trip consistency and mined with ``ragd_train.mining.mine``
    against the cached base embeddings, trained with ``ragd_train.embeddings.train_embeddings``;
+   ``--objective distill`` (default, what the workflow does) adds ``ragd_train.teacher`` pairs
+   labelled by the BM25 + dense teacher, so ``loss: auto`` distils them with MarginMSE;
+   ``--objective contrastive`` trains MNRL on (query, source) instead;
 b. with the human training claims (``qrels/train.tsv``): (claim, relevant abstract) pairs, hard
    negatives mined by ``mine()`` (other relevant abstracts of the claim are never negatives).
 
@@ -267,7 +270,7 @@ def corpus_only_data(
     mine_s = time.perf_counter() - t
     records = []
     by_strategy: dict[str, int] = {}
-    for (i, q), res in zip(generated, mined, strict=True):
+    for row, ((i, q), res) in enumerate(zip(generated, mined, strict=True)):
         if args.roundtrip_k and res.positive_rank >= args.roundtrip_k:
             continue
         if len(records) >= args.pairs:
@@ -279,9 +282,38 @@ def corpus_only_data(
                 "positive": q.get("positive", chunks[i]["text"]),
                 "negatives": [{"text": chunks[j]["text"]} for j in res.negatives],
                 "source_document": chunks[i]["document_id"],
+                "_row": row,
             }
         )
+    if args.objective == "distill":
+        from ragd_train.teacher import teacher_pairs
+
+        t = time.perf_counter()
+        kept = [r["_row"] for r in records]
+        pairs = teacher_pairs(
+            q_emb[kept],
+            base_full,
+            [q_texts[j] for j in kept],
+            bm25 or BM25(d["texts"]),
+            [generated[j][0] for j in kept],
+            d["doc_ids"],
+            candidates=50,
+            bm25_share=args.teacher_share,
+            seed=args.seed,
+        )
+        for record, pair in zip(records, pairs, strict=True):
+            if pair is not None:
+                record["teacher_pair"] = {
+                    "first": {"text": d["texts"][pair.first]},
+                    "second": {"text": d["texts"][pair.second]},
+                    "margin": pair.margin,
+                }
+        teacher_s = time.perf_counter() - t
+    for record in records:
+        record.pop("_row")
     info = {
+        "objective": args.objective,
+        "teacher_s": round(teacher_s, 2) if args.objective == "distill" else None,
         "strategies": strategies,
         "generated": len(generated),
         "kept": len(records),
@@ -509,14 +541,24 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=42)
     # scenario a
     p.add_argument("--strategies", default="claim,heading", help="no-LLM strategies for scenario a")
-    p.add_argument("--pairs", type=int, default=2000, help="training pairs for scenario a")
+    p.add_argument("--pairs", type=int, default=3000, help="training pairs for scenario a")
     p.add_argument(
         "--roundtrip-k", type=int, default=10, help="keep a query only if base ranks its source < k"
     )
     p.add_argument("--hard-negatives", type=int, default=0, help="mined negatives per pair in scenario a")
     p.add_argument("--relative-margin", type=float, default=0.05)
     p.add_argument("--bm25-weight", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=1e-5, help="scenario a learning rate")
+    p.add_argument("--lr", type=float, default=2e-5, help="scenario a learning rate")
+    p.add_argument(
+        "--objective",
+        choices=["distill", "contrastive"],
+        default="distill",
+        help="scenario a: MarginMSE on the BM25+dense teacher's pairs (the workflow's default), or MNRL",
+    )
+    p.add_argument("--teacher-share", type=float, default=0.3, help="BM25's weight in the teacher")
+    p.add_argument(
+        "--train-matryoshka", choices=["auto", "none"], default="auto", help="MatryoshkaLoss while training"
+    )
     # scenario b
     p.add_argument("--b-hard-negatives", type=int, default=1)
     p.add_argument("--b-lr", type=float, default=2e-5)
@@ -525,7 +567,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=1, help="scenario a epochs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-seq", type=int, default=128, help="max_seq_length while training")
-    p.add_argument("--loss", default="auto", choices=["auto", "mnrl", "cached_mnrl"])
+    p.add_argument("--loss", default="auto", choices=["auto", "mnrl", "cached_mnrl", "margin_mse"])
     p.add_argument("--max-steps", type=int, default=0, help="cap training steps (rows = steps x batch)")
     p.add_argument("--step-compare", type=int, default=3, help="steps per step-time run; 0 skips it")
     p.add_argument("--step-repeats", type=int, default=2)
@@ -627,6 +669,7 @@ def main() -> int:
             "batch_size": args.batch_size,
             "max_seq_length": args.train_seq,
             "loss": args.loss,
+            "matryoshka_dims": args.train_matryoshka,
             "seed": args.seed,
         }
         scenarios = {}

@@ -28,7 +28,7 @@ class EmbeddingTrainingConfig:
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
     max_seq_length: int = 256
-    loss: str = "auto"  # auto | mnrl | cached_mnrl
+    loss: str = "auto"  # auto | mnrl | cached_mnrl | margin_mse
     mini_batch_size: int = 16
     hard_negatives: int = 1
     matryoshka_dims: str | list[int] = "auto"
@@ -71,15 +71,56 @@ def matryoshka_dims(requested: str | list[int], model_dim: int) -> list[int]:
     return sorted(set(requested) | {model_dim}, reverse=True)
 
 
-def load_training_examples(path: str | Path, hard_negatives: int, seed: int) -> list[dict[str, str]]:
+def read_training_records(path: str | Path) -> list[dict[str, Any]]:
+    """Training records (``query`` and ``positive`` required) from JSONL, or JSON ending in ``.json``."""
+    records = read_records(path, required=("query", "positive"))
+    if not records:
+        raise InputError("no training records", path=path)
+    return records
+
+
+def has_teacher_pairs(records: list[dict[str, Any]]) -> bool:
+    """True when every record carries the teacher's labelled pair (what generate-data writes)."""
+    return all(isinstance(r.get("teacher_pair"), dict) for r in records)
+
+
+def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
+    """(anchor, first, second, label) rows for MarginMSE from each record's ``teacher_pair``."""
+    rows = []
+    for line, record in enumerate(records, start=1):
+        pair = record.get("teacher_pair")
+        if not isinstance(pair, dict):
+            raise InputError(
+                "missing (margin_mse needs generate-data's pairs)", path=path, line=line, field="teacher_pair"
+            )
+        texts = []
+        for key in ("first", "second"):
+            item = pair.get(key)
+            text = item.get("text") if isinstance(item, dict) else None
+            if not isinstance(text, str):
+                raise InputError(
+                    "expected an object with text", path=path, line=line, field=f"teacher_pair.{key}"
+                )
+            texts.append(text)
+        margin = pair.get("margin")
+        if not isinstance(margin, (int, float)) or isinstance(margin, bool):
+            raise InputError("expected a number", path=path, line=line, field="teacher_pair.margin")
+        rows.append(
+            {"anchor": str(record["query"]), "first": texts[0], "second": texts[1], "label": float(margin)}
+        )
+    return rows
+
+
+def load_training_examples(
+    path: str | Path, hard_negatives: int, seed: int, records: list[dict[str, Any]] | None = None
+) -> list[dict[str, str]]:
     """(anchor, positive, negative_1..k) rows from training JSONL/JSON.
 
     Records with fewer than ``k`` mined negatives are topped up with negatives of records
     from other documents (seeded), so every row has the same columns.
     """
-    records = read_records(path, required=("query", "positive"))
-    if not records:
-        raise InputError("no training records", path=path)
+    if records is None:
+        records = read_training_records(path)
     pool: list[tuple[str, str]] = []
     for index, record in enumerate(records, start=1):
         negatives = record.get("negatives") or []
@@ -111,17 +152,38 @@ def load_training_examples(path: str | Path, hard_negatives: int, seed: int) -> 
     return rows
 
 
-def loss_name(requested: str, device: str) -> str:
-    """``auto``: the cached (GradCache) loss on CPU, where memory is the limit; plain MNRL on a GPU."""
+def loss_name(requested: str, device: str, teacher: bool = False) -> str:
+    """``auto``: MarginMSE on the teacher's pairs when the data carries them (corpus-only data,
+    where it beats contrastive training; ``bench/README.md``), else the cached (GradCache) MNRL
+    on CPU, where memory is the limit, and plain MNRL on a GPU."""
     if requested != "auto":
         return requested
+    if teacher:
+        return "margin_mse"
     return "mnrl" if device.startswith(("cuda", "mps")) else "cached_mnrl"
 
 
-def build_loss(model: Any, cfg: EmbeddingTrainingConfig, dims: list[int]) -> Any:
+def memory_bounded_batch(loss: str, device: str, batch_size: int, mini_batch_size: int) -> tuple[int, int]:
+    """(per-step batch, gradient accumulation steps) for ``batch_size`` examples per update.
+
+    MarginMSE compares texts only within an example, so accumulating gradients over mini-batches
+    is the same update as one full batch; on CPU it keeps peak memory bounded by the mini-batch,
+    as the cached MNRL does. The mini-batch is the largest divisor of ``batch_size`` not above
+    ``mini_batch_size``, so every update still sees exactly ``batch_size`` examples.
+    """
+    if loss != "margin_mse" or device.startswith(("cuda", "mps")) or batch_size <= mini_batch_size:
+        return batch_size, 1
+    per_device = max(d for d in range(1, mini_batch_size + 1) if batch_size % d == 0)
+    return per_device, batch_size // per_device
+
+
+def build_loss(model: Any, cfg: EmbeddingTrainingConfig, dims: list[int], name: str | None = None) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
-    if loss_name(cfg.loss, str(model.device)) == "cached_mnrl":
+    name = name or loss_name(cfg.loss, str(model.device))
+    if name == "margin_mse":
+        base = losses.MarginMSELoss(model)
+    elif name == "cached_mnrl":
         base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
     else:
         base = losses.MultipleNegativesRankingLoss(model)
@@ -152,15 +214,24 @@ def train_embeddings(
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
     torch.manual_seed(cfg.seed)
-    rows = load_training_examples(train_path, cfg.hard_negatives, cfg.seed)
+    records = read_training_records(train_path)
     resolved = resolve_model(cfg.base_model)
     model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
+    loss = loss_name(cfg.loss, str(model.device), has_teacher_pairs(records))
+    if loss == "margin_mse":
+        rows = teacher_rows(records, train_path)
+    else:
+        rows = load_training_examples(train_path, cfg.hard_negatives, cfg.seed, records)
     served_length = model.max_seq_length  # what the base reads when it encodes; the model keeps it
     model.max_seq_length = cfg.max_seq_length
     model_dim = model.get_embedding_dimension()
-    dims = matryoshka_dims(cfg.matryoshka_dims, model_dim)
+    # MatryoshkaLoss over the teacher's margins cost SciFact 0.025 NDCG@10 (bench/README.md):
+    # "auto" leaves it off for MarginMSE; an explicit list still turns it on.
+    auto_off = loss == "margin_mse" and cfg.matryoshka_dims == "auto"
+    dims = [] if auto_off else matryoshka_dims(cfg.matryoshka_dims, model_dim)
     dataset = Dataset.from_list(rows)
     batch_size = min(cfg.batch_size, len(rows))
+    per_device, accumulation = memory_bounded_batch(loss, str(model.device), batch_size, cfg.mini_batch_size)
     steps_per_epoch = -(-len(rows) // batch_size)
     history: list[dict[str, float]] = []
 
@@ -169,23 +240,28 @@ def train_embeddings(
             SentenceTransformerTrainingArguments,
             staging,
             epochs=cfg.epochs,
-            batch_size=batch_size,
+            batch_size=per_device,
+            gradient_accumulation_steps=accumulation,
             learning_rate=cfg.learning_rate,
             warmup_ratio=cfg.warmup_ratio,
             seed=cfg.seed,
             device=device,
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            # in-batch negatives need distinct texts; MarginMSE compares only within a row
+            batch_sampler=BatchSamplers.BATCH_SAMPLER
+            if loss == "margin_mse"
+            else BatchSamplers.NO_DUPLICATES,
         )
         trainer = SentenceTransformerTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
-            loss=build_loss(model, cfg, dims),
+            loss=build_loss(model, cfg, dims, loss),
             callbacks=[progress_callback(steps_per_epoch * cfg.epochs, history)],
         )
         log.info(
-            "training %s on %d examples for %d epochs (%d steps/epoch, dims %s)",
+            "training %s with %s on %d examples for %d epochs (%d steps/epoch, dims %s)",
             cfg.base_model,
+            loss,
             len(rows),
             cfg.epochs,
             steps_per_epoch,
@@ -204,6 +280,7 @@ def train_embeddings(
                 "base_model": cfg.base_model,
                 "base_model_path": resolved,
                 "training_examples": len(rows),
+                "loss": loss,
                 "output_dimension": model_dim,
                 "matryoshka_dims": dims,
                 "max_seq_length": served_length,

@@ -188,13 +188,28 @@ def build_training_data(
         relative_margin=mining["relative_margin"],
         exclude_same_document=mining["exclude_same_document"],
     )
+    pairs: list[Any] = [None] * len(queries)
+    if mining["teacher_pairs"]:
+        from ragd_train.teacher import teacher_pairs
+
+        pairs = teacher_pairs(
+            query_emb,
+            corpus_emb,
+            [q["query"] for q in queries],
+            bm25 if bm25 is not None else BM25(texts),
+            positives,
+            documents,
+            candidates=mining["candidates"],
+            bm25_share=mining["teacher_bm25_share"],
+            seed=seed,
+        )
     timings["mine_s"] = time.monotonic() - t
 
     t = time.monotonic()
     judge = _make_judge(config, cache_dir) if training["quality_filter"] else None
     records: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
-    for q, result in track(list(zip(queries, mined, strict=True)), "filtering"):
+    for q, result, pair in track(list(zip(queries, mined, pairs, strict=True)), "filtering"):
         chunk = chunks[index[q["chunk_id"]]]
         verdict = (
             _verdict(judge, q, chunk, result, mining["roundtrip_top_k"])
@@ -219,6 +234,12 @@ def build_training_data(
                 "filter": verdict,
             }
         )
+        if pair is not None:
+            records[-1]["teacher_pair"] = {
+                "first": {"id": chunks[pair.first]["chunk_id"], "text": chunks[pair.first]["text"]},
+                "second": {"id": chunks[pair.second]["chunk_id"], "text": chunks[pair.second]["text"]},
+                "margin": pair.margin,
+            }
     timings["filter_s"] = time.monotonic() - t
     if not records:
         raise RagdTrainError(f"the quality filter dropped all {len(queries)} queries ({dict(dropped)})")

@@ -41,6 +41,8 @@ def test_defaults_filled_from_the_schema() -> None:
         "relative_margin": 0.05,
         "exclude_same_document": True,
         "batch_size": 64,
+        "teacher_pairs": True,
+        "teacher_bm25_share": 0.3,
         "roundtrip_top_k": 10,
         "judge_min_score": 3,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,61 @@ def test_cli_trains_on_a_users_own_file(tiny_model: Path, tmp_path: Path) -> Non
     assert f"Model ready: {out}" in result.output and "ragd reindex --all" in result.output
     again = CliRunner().invoke(main, [*args, "--epochs", "1"])
     assert again.exit_code == 1 and "already exists; delete it first" in again.output
+
+
+def _teacher_records() -> list[dict]:
+    records = _records()
+    for i, record in enumerate(records):
+        a, b = PAIRS[(i + 2) % len(PAIRS)], PAIRS[(i + 3) % len(PAIRS)]
+        record["teacher_pair"] = {"first": {"text": a[1]}, "second": {"text": b[1]}, "margin": 0.05 * (i - 2)}
+    return records
+
+
+def test_teacher_pairs_become_margin_mse_rows(tmp_path: Path) -> None:
+    from ragd_train.embeddings import has_teacher_pairs, loss_name, teacher_rows
+
+    records = _teacher_records()
+    rows = teacher_rows(records, tmp_path / "t.jsonl")
+    assert rows[0] == {"anchor": PAIRS[0][0], "first": PAIRS[2][1], "second": PAIRS[3][1], "label": -0.1}
+    assert has_teacher_pairs(records) and not has_teacher_pairs(_records())
+    assert loss_name("auto", "cpu", teacher=True) == "margin_mse"
+    assert loss_name("auto", "cpu", teacher=False) == "cached_mnrl"
+    assert loss_name("mnrl", "cpu", teacher=True) == "mnrl"
+
+
+def test_margin_mse_on_cpu_accumulates_mini_batches_of_the_same_update() -> None:
+    from ragd_train.embeddings import memory_bounded_batch
+
+    assert memory_bounded_batch("margin_mse", "cpu", 32, 16) == (16, 2)
+    assert memory_bounded_batch("margin_mse", "cpu", 20, 16) == (10, 2)
+    assert memory_bounded_batch("margin_mse", "cpu", 8, 16) == (8, 1)
+    assert memory_bounded_batch("margin_mse", "cuda:0", 32, 16) == (32, 1)
+    assert memory_bounded_batch("cached_mnrl", "cpu", 32, 16) == (32, 1)  # GradCache bounds it already
+
+
+def test_bad_teacher_pair_names_file_line_field(tmp_path: Path) -> None:
+    from ragd_train.embeddings import teacher_rows
+
+    records = _teacher_records()
+    records[2]["teacher_pair"]["margin"] = "high"
+    with pytest.raises(InputError, match=r"t\.jsonl:3: field .teacher_pair\.margin."):
+        teacher_rows(records, tmp_path / "t.jsonl")
+    del records[2]["teacher_pair"]["second"]
+    with pytest.raises(InputError, match=r":3: field .teacher_pair\.second."):
+        teacher_rows(records, tmp_path / "t.jsonl")
+
+
+def test_auto_loss_distills_the_teacher_pairs(tiny_model: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, _teacher_records())
+    out = tmp_path / "distilled"
+    cfg = EmbeddingTrainingConfig(base_model=str(tiny_model), epochs=2, batch_size=3, learning_rate=1e-3)
+    meta = train_embeddings(data, out, cfg)
+    assert meta["loss"] == "margin_mse" and len(meta["loss_history"]) == 4
+    assert meta["matryoshka_dims"] == [], "matryoshka_dims: auto is off for MarginMSE"
+    assert all(math.isfinite(h["loss"]) for h in meta["loss_history"])
+    before = SentenceTransformer(str(tiny_model)).encode([PAIRS[0][0]])
+    after = SentenceTransformer(str(out)).encode([PAIRS[0][0]])
+    assert not np.allclose(before, after), "the weights did not move"

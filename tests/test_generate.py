@@ -33,6 +33,7 @@ RECORD_KEYS = {
     "source_document",
     "generator",
     "filter",
+    "teacher_pair",
 }
 
 
@@ -177,6 +178,11 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
             assert (
                 neg["score"] <= (1 - config["mining"]["relative_margin"]) * record["filter"]["score"] + 1e-3
             )
+        pair = record["teacher_pair"]  # mining.teacher_pairs: on by default
+        first, second = chunks[pair["first"]["id"]], chunks[pair["second"]["id"]]
+        assert first is not second and pair["first"]["text"] == first["text"]
+        assert pair["second"]["text"] == second["text"] and isinstance(pair["margin"], float)
+        assert record["source_document"] not in {first["document_id"], second["document_id"]}
         verdict = record["filter"]
         assert verdict["method"] == "roundtrip" and verdict["kept"] is True
         assert 1 <= verdict["rank"] <= verdict["top_k"] == config["mining"]["roundtrip_top_k"]

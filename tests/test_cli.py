@@ -35,6 +35,7 @@ RECORD_KEYS = {
     "source_document",
     "generator",
     "filter",
+    "teacher_pair",
 }
 
 

@@ -168,12 +168,14 @@ def memory_bounded_batch(loss: str, device: str, batch_size: int, mini_batch_siz
 
     MarginMSE compares texts only within an example, so accumulating gradients over mini-batches
     is the same update as one full batch; on CPU it keeps peak memory bounded by the mini-batch,
-    as the cached MNRL does. The mini-batch is the largest divisor of ``batch_size`` not above
-    ``mini_batch_size``, so every update still sees exactly ``batch_size`` examples.
+    as the cached MNRL does. An example holds three texts, so a mini-batch takes at most half of
+    ``mini_batch_size`` examples (the largest divisor of ``batch_size`` up to it), so every update
+    still sees exactly ``batch_size`` examples.
     """
-    if loss != "margin_mse" or device.startswith(("cuda", "mps")) or batch_size <= mini_batch_size:
+    limit = max(1, mini_batch_size // 2)
+    if loss != "margin_mse" or device.startswith(("cuda", "mps")) or batch_size <= limit:
         return batch_size, 1
-    per_device = max(d for d in range(1, mini_batch_size + 1) if batch_size % d == 0)
+    per_device = max(d for d in range(1, limit + 1) if batch_size % d == 0)
     return per_device, batch_size // per_device
 
 

@@ -218,9 +218,10 @@ def test_teacher_pairs_become_margin_mse_rows(tmp_path: Path) -> None:
 def test_margin_mse_on_cpu_accumulates_mini_batches_of_the_same_update() -> None:
     from ragd_train.embeddings import memory_bounded_batch
 
-    assert memory_bounded_batch("margin_mse", "cpu", 32, 16) == (16, 2)
-    assert memory_bounded_batch("margin_mse", "cpu", 20, 16) == (10, 2)
+    assert memory_bounded_batch("margin_mse", "cpu", 32, 16) == (8, 4)
+    assert memory_bounded_batch("margin_mse", "cpu", 20, 16) == (5, 4)
     assert memory_bounded_batch("margin_mse", "cpu", 8, 16) == (8, 1)
+    assert memory_bounded_batch("margin_mse", "cpu", 7, 4) == (1, 7)
     assert memory_bounded_batch("margin_mse", "cuda:0", 32, 16) == (32, 1)
     assert memory_bounded_batch("cached_mnrl", "cpu", 32, 16) == (32, 1)  # GradCache bounds it already
 

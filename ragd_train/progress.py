@@ -48,3 +48,33 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(level)
+
+
+class StepReporter:
+    """A Rich bar with the loss on a terminal, one log line per step otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar = None
+        if is_terminal():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task("train", total=total, loss="-")
+            self.bar.start()
+
+    def step(self, step: int, epoch: float, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}")
+        else:
+            log.info("step %d/%d epoch %.2f loss %.4f", step, self.total, epoch, loss)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("ragd_train")
 
 
 def trainer_arguments(
@@ -43,26 +40,14 @@ def trainer_arguments(
 
 
 def progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any:
-    """A TrainerCallback: Rich bar with loss on a terminal, a log line per step otherwise."""
+    """A TrainerCallback that records the loss history and reports each step (``StepReporter``)."""
     from transformers import TrainerCallback
 
-    from ragd_train.progress import is_terminal
+    from ragd_train.progress import StepReporter
 
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-            self.bar = None
-            if is_terminal():
-                from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-                self.bar = Progress(
-                    TextColumn("training"),
-                    BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("loss {task.fields[loss]}"),
-                    TimeRemainingColumn(),
-                )
-                self.task = self.bar.add_task("train", total=total_steps, loss="-")
-                self.bar.start()
+            self.reporter = StepReporter(total_steps)
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs and "loss" in logs:
@@ -72,19 +57,9 @@ def progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any:
                     "loss": float(logs["loss"]),
                 }
                 history.append(entry)
-                if self.bar is not None:
-                    self.bar.update(self.task, completed=state.global_step, loss=f"{entry['loss']:.4f}")
-                else:
-                    log.info(
-                        "step %d/%d epoch %.2f loss %.4f",
-                        state.global_step,
-                        total_steps,
-                        entry["epoch"],
-                        entry["loss"],
-                    )
+                self.reporter.step(entry["step"], entry["epoch"], entry["loss"])
 
         def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            if self.bar is not None:
-                self.bar.stop()
+            self.reporter.close()
 
     return Progress()

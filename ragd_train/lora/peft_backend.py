@@ -24,6 +24,7 @@ from ragd_train.lora import (
     resolve_weights,
     steps_per_epoch,
 )
+from ragd_train.progress import StepReporter
 
 log = logging.getLogger("ragd_train")
 IGNORE = -100  # label of tokens that do not count in the loss
@@ -174,38 +175,6 @@ def batch_loss(model: Any, batch: dict[str, Any], *, slice_logits: bool = True) 
 
 
 # -- training --------------------------------------------------------------------------------------
-
-
-class StepReporter:
-    """A Rich bar with the loss on a terminal, one log line per step otherwise."""
-
-    def __init__(self, total: int) -> None:
-        from ragd_train.progress import is_terminal
-
-        self.total = total
-        self.bar = None
-        if is_terminal():
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeRemainingColumn(),
-            )
-            self.task = self.bar.add_task("train", total=total, loss="-")
-            self.bar.start()
-
-    def step(self, step: int, epoch: float, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}")
-        else:
-            log.info("step %d/%d epoch %.2f loss %.4f", step, self.total, epoch, loss)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def train_loop(

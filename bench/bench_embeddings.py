@@ -299,6 +299,7 @@ def corpus_only_data(
             d["doc_ids"],
             candidates=50,
             bm25_share=args.teacher_share,
+            first_top=args.teacher_first_top,
             seed=args.seed,
         )
         for record, pair in zip(records, pairs, strict=True):
@@ -556,6 +557,9 @@ def main() -> int:
         help="scenario a: MarginMSE on the BM25+dense teacher's pairs (the workflow's default), or MNRL",
     )
     p.add_argument("--teacher-share", type=float, default=0.3, help="BM25's weight in the teacher")
+    p.add_argument(
+        "--teacher-first-top", type=int, default=0, help="first candidate from the teacher's top N (0: any)"
+    )
     p.add_argument(
         "--train-matryoshka", choices=["auto", "none"], default="auto", help="MatryoshkaLoss while training"
     )

@@ -61,13 +61,16 @@ def teacher_pairs(
     *,
     candidates: int = 50,
     bm25_share: float = 0.3,
+    first_top: int = 0,
     seed: int = 42,
 ) -> list[TeacherPair | None]:
     """One labelled candidate pair per query (``None`` when fewer than two candidates remain).
 
     Candidates are the teacher's top ``candidates`` documents minus every chunk of the query's
     source document; the two are drawn at random, seeded by ``seed`` and the query's text, so an
-    unchanged query over an unchanged index keeps its pair after re-indexing.
+    unchanged query over an unchanged index keeps its pair after re-indexing. ``first_top`` > 0
+    draws the first from the top ``first_top`` remaining candidates and the second from the rest
+    (pairs about the head of the ranking, what NDCG@10 scores); 0 draws both from all of them.
     """
     codes_of: dict[str, int] = {}
     codes = np.fromiter((codes_of.setdefault(d, len(codes_of)) for d in documents), np.int64, len(documents))
@@ -85,7 +88,10 @@ def teacher_pairs(
                 out.append(None)
                 continue
             rng = np.random.default_rng([seed, zlib.crc32(queries[start + row].encode("utf-8"))])
-            first, second = rng.choice(cand, size=2, replace=False)
+            if 0 < first_top < len(cand):
+                first, second = rng.choice(cand[:first_top]), rng.choice(cand[first_top:])
+            else:
+                first, second = rng.choice(cand, size=2, replace=False)
             margin = float(scores[row, first] - scores[row, second])
             out.append(TeacherPair(int(first), int(second), round(margin, 6)))
     return out

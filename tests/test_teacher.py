@@ -64,3 +64,21 @@ def test_pairs_need_two_candidates_outside_the_source() -> None:
     # any top 2 of these 3 chunks holds a chunk of the source document "a": one candidate at most
     pairs = teacher_pairs(emb[:1], emb[:3], ["aspirin"], BM25(texts[:3]), [0], documents[:3], candidates=2)
     assert pairs == [None]
+
+
+def test_first_top_draws_the_first_candidate_from_the_head_of_the_ranking() -> None:
+    texts, documents, emb = _corpus()
+    bm25 = BM25(texts)
+    rng = np.random.default_rng(5)
+    queries = [f"aspirin stroke {i}" for i in range(30)]
+    q_emb = rng.normal(size=(30, 8)).astype(np.float32)
+    sources = [4] * 30  # document "d": every other chunk is a candidate
+    scores = teacher_scores(q_emb @ emb.T, bm25.scores(queries), 0.3)
+    pairs = teacher_pairs(q_emb, emb, queries, bm25, sources, documents, candidates=6, first_top=1)
+    for row, pair in enumerate(pairs):
+        ranked = [j for j in np.argsort(-scores[row], kind="stable") if documents[j] != "d"]
+        assert pair is not None and pair.first == ranked[0] and pair.second in ranked[1:]
+        assert pair.margin >= 0
+    # without first_top, the first is not always the teacher's best
+    uniform = teacher_pairs(q_emb, emb, queries, bm25, sources, documents, candidates=6)
+    assert any(p is not None and p.margin < 0 for p in uniform)

@@ -224,6 +224,10 @@ def test_margin_mse_on_cpu_accumulates_mini_batches_of_the_same_update() -> None
     assert memory_bounded_batch("margin_mse", "cpu", 7, 4) == (1, 7)
     assert memory_bounded_batch("margin_mse", "cuda:0", 32, 16) == (32, 1)
     assert memory_bounded_batch("cached_mnrl", "cpu", 32, 16) == (32, 1)  # GradCache bounds it already
+    # longer texts, smaller mini-batches: 256 tokens halve them, 512 quarter them
+    assert memory_bounded_batch("margin_mse", "cpu", 32, 16, max_seq_length=256) == (4, 8)
+    assert memory_bounded_batch("margin_mse", "cpu", 32, 16, max_seq_length=512) == (2, 16)
+    assert memory_bounded_batch("margin_mse", "cpu", 32, 16, max_seq_length=64) == (16, 2)
 
 
 def test_bad_teacher_pair_names_file_line_field(tmp_path: Path) -> None:

@@ -173,7 +173,7 @@ def memory_bounded_batch(
     as the cached MNRL does. An example holds three texts, and activations grow with batch times
     length, so a mini-batch takes at most ``mini_batch_size / 2`` examples at 128 tokens and
     proportionally fewer at longer ones (8 at 128 and 4 at 256 for the default 16; SciFact,
-    MiniLM, batch 32: 2,141 MiB peak at 128 x 8, 3,342 MiB at 256 x 8). A mini-batch is the
+    MiniLM, batch 32, mini-batches of 8: 2,141 MiB peak at 128 tokens, 3,342 MiB at 256). A mini-batch is the
     largest divisor of ``batch_size`` up to that limit, so every update sees ``batch_size`` examples.
     """
     limit = max(1, mini_batch_size * 64 // max(1, max_seq_length))

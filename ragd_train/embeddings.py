@@ -17,6 +17,12 @@ from ragd_train.trainer_setup import progress_callback, trainer_arguments
 
 log = logging.getLogger("ragd_train")
 
+# Losses that compare texts only within one example (no in-batch negatives).
+DISTILL_LOSSES = ("margin_mse", "distill_kl")
+# Softmax temperature of the listwise loss, for student cosines and teacher scores alike (the
+# teacher's are in the base model's cosine units); 0.05 is MNRL's scale of 20.
+DISTILL_TEMPERATURE = 0.05
+
 
 @dataclass
 class EmbeddingTrainingConfig:
@@ -28,7 +34,7 @@ class EmbeddingTrainingConfig:
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
     max_seq_length: int = 256
-    loss: str = "auto"  # auto | mnrl | cached_mnrl | margin_mse
+    loss: str = "auto"  # auto | mnrl | cached_mnrl | margin_mse | distill_kl
     mini_batch_size: int = 16
     hard_negatives: int = 1
     matryoshka_dims: str | list[int] = "auto"
@@ -79,9 +85,27 @@ def read_training_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def has_teacher_pairs(records: list[dict[str, Any]]) -> bool:
-    """True when every record carries the teacher's labelled pair (what generate-data writes)."""
-    return all(isinstance(r.get("teacher_pair"), dict) for r in records)
+def teacher_kind(records: list[dict[str, Any]]) -> str | None:
+    """``lists`` or ``pairs`` when every record carries the teacher's labels (what generate-data
+    writes), else None."""
+    if all(isinstance(r.get("teacher_list"), dict) for r in records):
+        return "lists"
+    if all(isinstance(r.get("teacher_pair"), dict) for r in records):
+        return "pairs"
+    return None
+
+
+def _text(item: Any, path: str | Path, line: int, field: str) -> str:
+    text = item.get("text") if isinstance(item, dict) else None
+    if not isinstance(text, str):
+        raise InputError("expected an object with text", path=path, line=line, field=field)
+    return text
+
+
+def _number(value: Any, path: str | Path, line: int, field: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InputError("expected a number", path=path, line=line, field=field)
+    return float(value)
 
 
 def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
@@ -93,21 +117,45 @@ def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[s
             raise InputError(
                 "missing (margin_mse needs generate-data's pairs)", path=path, line=line, field="teacher_pair"
             )
-        texts = []
-        for key in ("first", "second"):
-            item = pair.get(key)
-            text = item.get("text") if isinstance(item, dict) else None
-            if not isinstance(text, str):
-                raise InputError(
-                    "expected an object with text", path=path, line=line, field=f"teacher_pair.{key}"
-                )
-            texts.append(text)
-        margin = pair.get("margin")
-        if not isinstance(margin, (int, float)) or isinstance(margin, bool):
-            raise InputError("expected a number", path=path, line=line, field="teacher_pair.margin")
-        rows.append(
-            {"anchor": str(record["query"]), "first": texts[0], "second": texts[1], "label": float(margin)}
-        )
+        first = _text(pair.get("first"), path, line, "teacher_pair.first")
+        second = _text(pair.get("second"), path, line, "teacher_pair.second")
+        margin = _number(pair.get("margin"), path, line, "teacher_pair.margin")
+        rows.append({"anchor": str(record["query"]), "first": first, "second": second, "label": margin})
+    return rows
+
+
+def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
+    """(anchor, candidate_1..n, label = the n teacher scores) rows for the listwise KL loss from
+    each record's ``teacher_list``; every record must hold the same number of candidates."""
+    rows: list[dict[str, Any]] = []
+    size = 0
+    for line, record in enumerate(records, start=1):
+        item = record.get("teacher_list")
+        cands = item.get("candidates") if isinstance(item, dict) else None
+        if not isinstance(cands, list) or len(cands) < 2:
+            raise InputError(
+                "expected {candidates: [{text, score}, ...]} with at least two (distill_kl needs "
+                "generate-data's lists)",
+                path=path,
+                line=line,
+                field="teacher_list",
+            )
+        size = size or len(cands)
+        if len(cands) != size:
+            raise InputError(
+                f"{len(cands)} candidates, earlier records have {size}",
+                path=path,
+                line=line,
+                field="teacher_list.candidates",
+            )
+        row: dict[str, Any] = {"anchor": str(record["query"])}
+        for k, cand in enumerate(cands):
+            row[f"candidate_{k + 1}"] = _text(cand, path, line, f"teacher_list.candidates[{k}]")
+        row["label"] = [
+            _number(c.get("score"), path, line, f"teacher_list.candidates[{k}].score")
+            for k, c in enumerate(cands)
+        ]
+        rows.append(row)
     return rows
 
 
@@ -152,32 +200,41 @@ def load_training_examples(
     return rows
 
 
-def loss_name(requested: str, device: str, teacher: bool = False) -> str:
-    """``auto``: MarginMSE on the teacher's pairs when the data carries them (corpus-only data,
-    where it beats contrastive training; ``bench/README.md``), else the cached (GradCache) MNRL
-    on CPU, where memory is the limit, and plain MNRL on a GPU."""
+def loss_name(requested: str, device: str, teacher: str | None = None) -> str:
+    """``auto``: MarginMSE on the teacher's pairs and listwise KL on its lists when the data
+    carries them (corpus-only data, where distillation beats contrastive training;
+    ``bench/README.md``), else the cached (GradCache) MNRL on CPU, where memory is the limit,
+    and plain MNRL on a GPU."""
     if requested != "auto":
         return requested
-    if teacher:
+    if teacher == "lists":
+        return "distill_kl"
+    if teacher == "pairs":
         return "margin_mse"
     return "mnrl" if device.startswith(("cuda", "mps")) else "cached_mnrl"
 
 
 def memory_bounded_batch(
-    loss: str, device: str, batch_size: int, mini_batch_size: int, max_seq_length: int = 128
+    loss: str,
+    device: str,
+    batch_size: int,
+    mini_batch_size: int,
+    max_seq_length: int = 128,
+    texts_per_example: int = 3,
 ) -> tuple[int, int]:
     """(per-step batch, gradient accumulation steps) for ``batch_size`` examples per update.
 
-    MarginMSE compares texts only within an example, so accumulating gradients over mini-batches
-    is the same update as one full batch; on CPU it keeps peak memory bounded by the mini-batch,
-    as the cached MNRL does. An example holds three texts, and activations grow with batch times
-    length, so a mini-batch takes at most ``mini_batch_size / 2`` examples at 128 tokens and
-    proportionally fewer at longer ones (8 at 128 and 4 at 256 for the default 16; SciFact,
-    MiniLM, batch 32, mini-batches of 8: 2,141 MiB peak at 128 tokens, 3,342 MiB at 256). A mini-batch is the
-    largest divisor of ``batch_size`` up to that limit, so every update sees ``batch_size`` examples.
+    Distillation losses compare texts only within an example, so accumulating gradients over
+    mini-batches is the same update as one full batch; on CPU it keeps peak memory bounded by the
+    mini-batch, as the cached MNRL does. Activations grow with batch times length times texts per
+    example, so a mini-batch takes at most ``mini_batch_size / 2`` three-text examples at 128
+    tokens and proportionally fewer at longer lengths or with more texts (8 at 128 and 4 at 256
+    for the default 16; SciFact, MiniLM, batch 32, mini-batches of 8: 2,141 MiB peak at 128
+    tokens, 3,342 MiB at 256). A mini-batch is the largest divisor of ``batch_size`` up to that
+    limit, so every update sees ``batch_size`` examples.
     """
-    limit = max(1, mini_batch_size * 64 // max(1, max_seq_length))
-    if loss != "margin_mse" or device.startswith(("cuda", "mps")) or batch_size <= limit:
+    limit = max(1, mini_batch_size * 64 * 3 // (max(1, max_seq_length) * max(3, texts_per_example)))
+    if loss not in DISTILL_LOSSES or device.startswith(("cuda", "mps")) or batch_size <= limit:
         return batch_size, 1
     per_device = max(d for d in range(1, limit + 1) if batch_size % d == 0)
     return per_device, batch_size // per_device
@@ -189,6 +246,12 @@ def build_loss(model: Any, cfg: EmbeddingTrainingConfig, dims: list[int], name: 
     name = name or loss_name(cfg.loss, str(model.device))
     if name == "margin_mse":
         base = losses.MarginMSELoss(model)
+    elif name == "distill_kl":
+        from sentence_transformers.util import pairwise_cos_sim
+
+        base = losses.DistillKLDivLoss(
+            model, similarity_fct=pairwise_cos_sim, temperature=DISTILL_TEMPERATURE
+        )
     elif name == "cached_mnrl":
         base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
     else:
@@ -223,22 +286,24 @@ def train_embeddings(
     records = read_training_records(train_path)
     resolved = resolve_model(cfg.base_model)
     model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
-    loss = loss_name(cfg.loss, str(model.device), has_teacher_pairs(records))
+    loss = loss_name(cfg.loss, str(model.device), teacher_kind(records))
     if loss == "margin_mse":
         rows = teacher_rows(records, train_path)
+    elif loss == "distill_kl":
+        rows = teacher_list_rows(records, train_path)
     else:
         rows = load_training_examples(train_path, cfg.hard_negatives, cfg.seed, records)
     served_length = model.max_seq_length  # what the base reads when it encodes; the model keeps it
     model.max_seq_length = cfg.max_seq_length
     model_dim = model.get_embedding_dimension()
     # MatryoshkaLoss over the teacher's margins cost SciFact 0.025 NDCG@10 (bench/README.md):
-    # "auto" leaves it off for MarginMSE; an explicit list still turns it on.
-    auto_off = loss == "margin_mse" and cfg.matryoshka_dims == "auto"
+    # "auto" leaves it off for distillation; an explicit list still turns it on.
+    auto_off = loss in DISTILL_LOSSES and cfg.matryoshka_dims == "auto"
     dims = [] if auto_off else matryoshka_dims(cfg.matryoshka_dims, model_dim)
     dataset = Dataset.from_list(rows)
     batch_size = min(cfg.batch_size, len(rows))
     per_device, accumulation = memory_bounded_batch(
-        loss, str(model.device), batch_size, cfg.mini_batch_size, cfg.max_seq_length
+        loss, str(model.device), batch_size, cfg.mini_batch_size, cfg.max_seq_length, len(rows[0]) - 1
     )
     steps_per_epoch = -(-len(rows) // batch_size)
     history: list[dict[str, float]] = []
@@ -254,9 +319,9 @@ def train_embeddings(
             warmup_ratio=cfg.warmup_ratio,
             seed=cfg.seed,
             device=device,
-            # in-batch negatives need distinct texts; MarginMSE compares only within a row
+            # in-batch negatives need distinct texts; distillation compares only within a row
             batch_sampler=BatchSamplers.BATCH_SAMPLER
-            if loss == "margin_mse"
+            if loss in DISTILL_LOSSES
             else BatchSamplers.NO_DUPLICATES,
         )
         trainer = SentenceTransformerTrainer(

@@ -19,6 +19,7 @@ trial with (source, candidate) margins dropped SciFact NDCG@10 from 0.645 to 0.4
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,44 @@ def teacher_scores(dense: np.ndarray, lexical: np.ndarray, bm25_share: float) ->
     return dense + weight * dense.std(axis=1, keepdims=True) * zscore(lexical)
 
 
+@dataclass(frozen=True)
+class TeacherList:
+    """Candidates of one query and the teacher's score of each, for listwise distillation."""
+
+    indices: tuple[int, ...]
+    scores: tuple[float, ...]
+
+
+def ranked_candidates(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    queries: list[str],
+    bm25: BM25,
+    sources: list[int],
+    documents: list[str],
+    candidates: int,
+    bm25_share: float,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per query: (its teacher scores over the corpus, its top ``candidates`` documents minus
+    every chunk of its source document, best first)."""
+    codes_of: dict[str, int] = {}
+    codes = np.fromiter((codes_of.setdefault(d, len(codes_of)) for d in documents), np.int64, len(documents))
+    k = min(candidates, corpus_emb.shape[0])
+    for start in range(0, len(queries), QUERY_BLOCK):
+        stop = min(start + QUERY_BLOCK, len(queries))
+        scores = teacher_scores(
+            query_emb[start:stop] @ corpus_emb.T, bm25.scores(queries[start:stop]), bm25_share
+        )
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        for row, source in enumerate(sources[start:stop]):
+            yield scores[row], top[row][codes[top[row]] != codes[source]]
+
+
+def query_rng(seed: int, query: str) -> np.random.Generator:
+    """Seeded by the query's text, so an unchanged query keeps its draw after re-indexing."""
+    return np.random.default_rng([seed, zlib.crc32(query.encode("utf-8"))])
+
+
 def teacher_pairs(
     query_emb: np.ndarray,
     corpus_emb: np.ndarray,
@@ -72,26 +111,53 @@ def teacher_pairs(
     draws the first from the top ``first_top`` remaining candidates and the second from the rest
     (pairs about the head of the ranking, what NDCG@10 scores); 0 draws both from all of them.
     """
-    codes_of: dict[str, int] = {}
-    codes = np.fromiter((codes_of.setdefault(d, len(codes_of)) for d in documents), np.int64, len(documents))
-    k = min(candidates, corpus_emb.shape[0])
     out: list[TeacherPair | None] = []
-    for start in range(0, len(queries), QUERY_BLOCK):
-        stop = min(start + QUERY_BLOCK, len(queries))
-        scores = teacher_scores(
-            query_emb[start:stop] @ corpus_emb.T, bm25.scores(queries[start:stop]), bm25_share
-        )
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        for row, source in enumerate(sources[start:stop]):
-            cand = top[row][codes[top[row]] != codes[source]]
-            if len(cand) < 2:
-                out.append(None)
-                continue
-            rng = np.random.default_rng([seed, zlib.crc32(queries[start + row].encode("utf-8"))])
-            if 0 < first_top < len(cand):
-                first, second = rng.choice(cand[:first_top]), rng.choice(cand[first_top:])
-            else:
-                first, second = rng.choice(cand, size=2, replace=False)
-            margin = float(scores[row, first] - scores[row, second])
-            out.append(TeacherPair(int(first), int(second), round(margin, 6)))
+    ranked = ranked_candidates(
+        query_emb, corpus_emb, queries, bm25, sources, documents, candidates, bm25_share
+    )
+    for query, (scores, cand) in zip(queries, ranked, strict=True):
+        if len(cand) < 2:
+            out.append(None)
+            continue
+        rng = query_rng(seed, query)
+        if 0 < first_top < len(cand):
+            first, second = rng.choice(cand[:first_top]), rng.choice(cand[first_top:])
+        else:
+            first, second = rng.choice(cand, size=2, replace=False)
+        margin = float(scores[first] - scores[second])
+        out.append(TeacherPair(int(first), int(second), round(margin, 6)))
+    return out
+
+
+def teacher_lists(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    queries: list[str],
+    bm25: BM25,
+    sources: list[int],
+    documents: list[str],
+    *,
+    size: int = 8,
+    head: int = 4,
+    candidates: int = 50,
+    bm25_share: float = 0.3,
+    seed: int = 42,
+) -> list[TeacherList | None]:
+    """``size`` scored candidates per query (``None`` when fewer remain): the teacher's top
+    ``head`` (source excluded, as for pairs) and ``size - head`` drawn from the rest of its top
+    ``candidates``, seeded by ``seed`` and the query's text. A listwise loss (KL divergence of
+    the score distributions) learns the teacher's whole ordering of them, not one margin."""
+    if not 0 <= head <= size or size < 2:
+        raise ValueError(f"need 2 <= size and 0 <= head <= size, got size={size}, head={head}")
+    out: list[TeacherList | None] = []
+    ranked = ranked_candidates(
+        query_emb, corpus_emb, queries, bm25, sources, documents, candidates, bm25_share
+    )
+    for query, (scores, cand) in zip(queries, ranked, strict=True):
+        if len(cand) < size:
+            out.append(None)
+            continue
+        rest = query_rng(seed, query).choice(cand[head:], size=size - head, replace=False)
+        picked = [int(i) for i in cand[:head]] + sorted(int(i) for i in rest)
+        out.append(TeacherList(tuple(picked), tuple(round(float(scores[i]), 6) for i in picked)))
     return out

@@ -204,15 +204,15 @@ def _teacher_records() -> list[dict]:
 
 
 def test_teacher_pairs_become_margin_mse_rows(tmp_path: Path) -> None:
-    from ragd_train.embeddings import has_teacher_pairs, loss_name, teacher_rows
+    from ragd_train.embeddings import loss_name, teacher_kind, teacher_rows
 
     records = _teacher_records()
     rows = teacher_rows(records, tmp_path / "t.jsonl")
     assert rows[0] == {"anchor": PAIRS[0][0], "first": PAIRS[2][1], "second": PAIRS[3][1], "label": -0.1}
-    assert has_teacher_pairs(records) and not has_teacher_pairs(_records())
-    assert loss_name("auto", "cpu", teacher=True) == "margin_mse"
-    assert loss_name("auto", "cpu", teacher=False) == "cached_mnrl"
-    assert loss_name("mnrl", "cpu", teacher=True) == "mnrl"
+    assert teacher_kind(records) == "pairs" and teacher_kind(_records()) is None
+    assert loss_name("auto", "cpu", teacher="pairs") == "margin_mse"
+    assert loss_name("auto", "cpu", teacher=None) == "cached_mnrl"
+    assert loss_name("mnrl", "cpu", teacher="pairs") == "mnrl"
 
 
 def test_margin_mse_on_cpu_accumulates_mini_batches_of_the_same_update() -> None:
@@ -252,6 +252,71 @@ def test_auto_loss_distills_the_teacher_pairs(tiny_model: Path, tmp_path: Path) 
     meta = train_embeddings(data, out, cfg)
     assert meta["loss"] == "margin_mse" and len(meta["loss_history"]) == 4
     assert meta["matryoshka_dims"] == [], "matryoshka_dims: auto is off for MarginMSE"
+    assert all(math.isfinite(h["loss"]) for h in meta["loss_history"])
+    before = SentenceTransformer(str(tiny_model)).encode([PAIRS[0][0]])
+    after = SentenceTransformer(str(out)).encode([PAIRS[0][0]])
+    assert not np.allclose(before, after), "the weights did not move"
+
+
+def _teacher_list_records(size: int = 3) -> list[dict]:
+    records = _records()
+    for i, record in enumerate(records):
+        cands = [PAIRS[(i + k) % len(PAIRS)][1] for k in range(2, 2 + size)]
+        record["teacher_list"] = {
+            "candidates": [
+                {"text": t, "score": round(0.6 - 0.1 * k + 0.01 * i, 4)} for k, t in enumerate(cands)
+            ]
+        }
+    return records
+
+
+def test_teacher_lists_become_distill_kl_rows(tmp_path: Path) -> None:
+    from ragd_train.embeddings import loss_name, teacher_kind, teacher_list_rows
+
+    records = _teacher_list_records()
+    rows = teacher_list_rows(records, tmp_path / "t.jsonl")
+    assert rows[0] == {
+        "anchor": PAIRS[0][0],
+        "candidate_1": PAIRS[2][1],
+        "candidate_2": PAIRS[3][1],
+        "candidate_3": PAIRS[4 % len(PAIRS)][1],
+        "label": [0.6, 0.5, 0.4],
+    }
+    assert teacher_kind(records) == "lists"
+    assert loss_name("auto", "cpu", teacher="lists") == "distill_kl"
+    records[1]["teacher_list"]["candidates"].pop()
+    with pytest.raises(
+        InputError, match=r"t\.jsonl:2: field .teacher_list\.candidates.*earlier records have 3"
+    ):
+        teacher_list_rows(records, tmp_path / "t.jsonl")
+    records = _teacher_list_records()
+    records[3]["teacher_list"]["candidates"][1]["score"] = None
+    with pytest.raises(InputError, match=r":4: field .teacher_list\.candidates\[1\]\.score."):
+        teacher_list_rows(records, tmp_path / "t.jsonl")
+    del records[0]["teacher_list"]
+    with pytest.raises(InputError, match=r":1: field .teacher_list."):
+        teacher_list_rows(records, tmp_path / "t.jsonl")
+
+
+def test_listwise_rows_take_smaller_mini_batches() -> None:
+    from ragd_train.embeddings import memory_bounded_batch
+
+    # a row of query + 8 candidates holds three times the texts of a MarginMSE row
+    assert memory_bounded_batch("distill_kl", "cpu", 32, 16, 128, texts_per_example=9) == (2, 16)
+    assert memory_bounded_batch("distill_kl", "cpu", 32, 16, 128, texts_per_example=3) == (8, 4)
+    assert memory_bounded_batch("distill_kl", "cuda:0", 32, 16, 128, texts_per_example=9) == (32, 1)
+
+
+def test_auto_loss_distills_the_teacher_lists(tiny_model: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, _teacher_list_records())
+    out = tmp_path / "distilled"
+    cfg = EmbeddingTrainingConfig(base_model=str(tiny_model), epochs=2, batch_size=3, learning_rate=1e-3)
+    meta = train_embeddings(data, out, cfg)
+    assert meta["loss"] == "distill_kl" and len(meta["loss_history"]) == 4
+    assert meta["matryoshka_dims"] == [], "matryoshka_dims: auto is off for distillation"
     assert all(math.isfinite(h["loss"]) for h in meta["loss_history"])
     before = SentenceTransformer(str(tiny_model)).encode([PAIRS[0][0]])
     after = SentenceTransformer(str(out)).encode([PAIRS[0][0]])

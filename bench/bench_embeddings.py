@@ -10,7 +10,9 @@ a. corpus only: queries generated from the corpus alone by the no-LLM generator 
    against the cached base embeddings, trained with ``ragd_train.embeddings.train_embeddings``;
    ``--objective distill`` (default, what the workflow does) adds ``ragd_train.teacher`` pairs
    labelled by the BM25 + dense teacher, so ``loss: auto`` distils them with MarginMSE;
-   ``--objective contrastive`` trains MNRL on (query, source) instead;
+   ``--objective distill_kl`` gives each query a scored list of the teacher's candidates (its
+   top ``--teacher-list-head`` and a draw from the rest of its top 50, ``--teacher-list-size`` in
+   all) for the listwise KL loss; ``--objective contrastive`` trains MNRL on (query, source) instead;
 b. with the human training claims (``qrels/train.tsv``): (claim, relevant abstract) pairs, hard
    negatives mined by ``mine()`` (other relevant abstracts of the claim are never negatives).
 
@@ -285,6 +287,39 @@ def corpus_only_data(
                 "_row": row,
             }
         )
+    teacher_s = None
+    if args.objective == "distill_kl":
+        from ragd_train.teacher import teacher_lists
+
+        t = time.perf_counter()
+        kept = [r["_row"] for r in records]
+        lists = teacher_lists(
+            q_emb[kept],
+            base_full,
+            [q_texts[j] for j in kept],
+            bm25 or BM25(d["texts"]),
+            [generated[j][0] for j in kept],
+            d["doc_ids"],
+            size=args.teacher_list_size,
+            head=args.teacher_list_head,
+            candidates=50,
+            bm25_share=args.teacher_share,
+            seed=args.seed,
+        )
+        records = [
+            {
+                **record,
+                "teacher_list": {
+                    "candidates": [
+                        {"text": d["texts"][i], "score": score}
+                        for i, score in zip(item.indices, item.scores, strict=True)
+                    ]
+                },
+            }
+            for record, item in zip(records, lists, strict=True)
+            if item is not None
+        ]
+        teacher_s = round(time.perf_counter() - t, 2)
     if args.objective == "distill":
         from ragd_train.teacher import teacher_pairs
 
@@ -309,12 +344,12 @@ def corpus_only_data(
                     "second": {"text": d["texts"][pair.second]},
                     "margin": pair.margin,
                 }
-        teacher_s = time.perf_counter() - t
+        teacher_s = round(time.perf_counter() - t, 2)
     for record in records:
         record.pop("_row")
     info = {
         "objective": args.objective,
-        "teacher_s": round(teacher_s, 2) if args.objective == "distill" else None,
+        "teacher_s": teacher_s,
         "strategies": strategies,
         "generated": len(generated),
         "kept": len(records),
@@ -421,7 +456,13 @@ def train_in_subprocess(train_path: Path, out_dir: Path, cfg: dict[str, Any]) ->
 
 def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) -> None:
     """Time ``trainer.train()`` for the rows in ``train_path`` (ours or bare sentence-transformers)."""
-    from ragd_train.embeddings import EmbeddingTrainingConfig, loss_name, train_embeddings
+    from ragd_train.embeddings import (
+        DISTILL_TEMPERATURE,
+        EmbeddingTrainingConfig,
+        loss_name,
+        memory_bounded_batch,
+        train_embeddings,
+    )
 
     c = EmbeddingTrainingConfig(**cfg)
     if kind == "ours":
@@ -443,30 +484,62 @@ def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) ->
     from ragd_train.models import resolve_model
 
     torch.manual_seed(c.seed)
-    rows = []
     with open(train_path, encoding="utf-8") as handle:
-        for line in handle:
-            r = json.loads(line)
+        records = [json.loads(line) for line in handle]
+    teacher = (
+        "lists"
+        if all("teacher_list" in r for r in records)
+        else "pairs"
+        if all("teacher_pair" in r for r in records)
+        else None
+    )
+    name = loss_name(c.loss, "cpu", teacher)  # same resolution of "auto" as ours
+    model = SentenceTransformer(resolve_model(c.base_model), device="cpu")
+    model.max_seq_length = c.max_seq_length
+    rows = []
+    for r in records:
+        if name == "margin_mse":
+            pair = r["teacher_pair"]
+            row = {"anchor": r["query"], "first": pair["first"]["text"], "second": pair["second"]["text"]}
+            row["label"] = pair["margin"]
+        elif name == "distill_kl":
+            cands = r["teacher_list"]["candidates"]
+            row = {"anchor": r["query"], **{f"candidate_{k + 1}": x["text"] for k, x in enumerate(cands)}}
+            row["label"] = [x["score"] for x in cands]
+        else:
             row = {"anchor": r["query"], "positive": r["positive"]}
             for k, n in enumerate(r["negatives"][: c.hard_negatives], start=1):
                 row[f"negative_{k}"] = n["text"]
-            rows.append(row)
-    model = SentenceTransformer(resolve_model(c.base_model), device="cpu")
-    model.max_seq_length = c.max_seq_length
-    if loss_name(c.loss, "cpu") == "cached_mnrl":  # same resolution of "auto" as ours
+        rows.append(row)
+    distill = name in ("margin_mse", "distill_kl")
+    if name == "margin_mse":
+        base = losses.MarginMSELoss(model)
+    elif name == "distill_kl":
+        from sentence_transformers.util import pairwise_cos_sim
+
+        base = losses.DistillKLDivLoss(
+            model, similarity_fct=pairwise_cos_sim, temperature=DISTILL_TEMPERATURE
+        )
+    elif name == "cached_mnrl":
         base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=c.mini_batch_size)
     else:
         base = losses.MultipleNegativesRankingLoss(model)
     dims = c.matryoshka_dims if isinstance(c.matryoshka_dims, list) else [384, 192, 96, 48]
-    loss = losses.MatryoshkaLoss(model, base, matryoshka_dims=dims) if c.matryoshka_dims != "none" else base
+    matryoshka = c.matryoshka_dims != "none" and not (distill and c.matryoshka_dims == "auto")
+    loss = losses.MatryoshkaLoss(model, base, matryoshka_dims=dims) if matryoshka else base
+    # the same mini-batches and accumulation as ours (one update = batch_size examples)
+    per_device, accumulation = memory_bounded_batch(
+        name, "cpu", c.batch_size, c.mini_batch_size, c.max_seq_length, len(rows[0]) - 1
+    )
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
             num_train_epochs=c.epochs,
-            per_device_train_batch_size=c.batch_size,
+            per_device_train_batch_size=per_device,
+            gradient_accumulation_steps=accumulation,
             learning_rate=c.learning_rate,
             warmup_ratio=c.warmup_ratio,
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            batch_sampler=BatchSamplers.BATCH_SAMPLER if distill else BatchSamplers.NO_DUPLICATES,
             seed=c.seed,
             data_seed=c.seed,
             logging_steps=1,
@@ -552,9 +625,14 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=2e-5, help="scenario a learning rate")
     p.add_argument(
         "--objective",
-        choices=["distill", "contrastive"],
+        choices=["distill", "distill_kl", "contrastive"],
         default="distill",
-        help="scenario a: MarginMSE on the BM25+dense teacher's pairs (the workflow's default), or MNRL",
+        help="scenario a: MarginMSE on the BM25+dense teacher's pairs (the workflow's default), "
+        "listwise KL on its scored lists, or MNRL",
+    )
+    p.add_argument("--teacher-list-size", type=int, default=8, help="distill_kl: candidates per query")
+    p.add_argument(
+        "--teacher-list-head", type=int, default=4, help="distill_kl: of them, the teacher's top N"
     )
     p.add_argument("--teacher-share", type=float, default=0.3, help="BM25's weight in the teacher")
     p.add_argument(
@@ -571,7 +649,9 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=1, help="scenario a epochs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-seq", type=int, default=128, help="max_seq_length while training")
-    p.add_argument("--loss", default="auto", choices=["auto", "mnrl", "cached_mnrl", "margin_mse"])
+    p.add_argument(
+        "--loss", default="auto", choices=["auto", "mnrl", "cached_mnrl", "margin_mse", "distill_kl"]
+    )
     p.add_argument("--max-steps", type=int, default=0, help="cap training steps (rows = steps x batch)")
     p.add_argument("--step-compare", type=int, default=3, help="steps per step-time run; 0 skips it")
     p.add_argument("--step-repeats", type=int, default=2)

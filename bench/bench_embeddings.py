@@ -288,62 +288,46 @@ def corpus_only_data(
             }
         )
     teacher_s = None
-    if args.objective == "distill_kl":
-        from ragd_train.teacher import teacher_lists
+    if args.objective in ("distill", "distill_kl"):
+        from ragd_train.teacher import teacher_lists, teacher_pairs
 
         t = time.perf_counter()
         kept = [r["_row"] for r in records]
-        lists = teacher_lists(
+        teacher_in = (
             q_emb[kept],
             base_full,
             [q_texts[j] for j in kept],
             bm25 or BM25(d["texts"]),
             [generated[j][0] for j in kept],
             d["doc_ids"],
-            size=args.teacher_list_size,
-            head=args.teacher_list_head,
-            candidates=50,
-            bm25_share=args.teacher_share,
-            seed=args.seed,
         )
-        records = [
-            {
-                **record,
-                "teacher_list": {
-                    "candidates": [
-                        {"text": d["texts"][i], "score": score}
-                        for i, score in zip(item.indices, item.scores, strict=True)
-                    ]
-                },
-            }
-            for record, item in zip(records, lists, strict=True)
-            if item is not None
-        ]
-        teacher_s = round(time.perf_counter() - t, 2)
-    if args.objective == "distill":
-        from ragd_train.teacher import teacher_pairs
-
-        t = time.perf_counter()
-        kept = [r["_row"] for r in records]
-        pairs = teacher_pairs(
-            q_emb[kept],
-            base_full,
-            [q_texts[j] for j in kept],
-            bm25 or BM25(d["texts"]),
-            [generated[j][0] for j in kept],
-            d["doc_ids"],
-            candidates=50,
-            bm25_share=args.teacher_share,
-            first_top=args.teacher_first_top,
-            seed=args.seed,
-        )
-        for record, pair in zip(records, pairs, strict=True):
-            if pair is not None:
-                record["teacher_pair"] = {
-                    "first": {"text": d["texts"][pair.first]},
-                    "second": {"text": d["texts"][pair.second]},
-                    "margin": pair.margin,
+        common = {"candidates": 50, "bm25_share": args.teacher_share, "seed": args.seed}
+        if args.objective == "distill_kl":
+            lists = teacher_lists(
+                *teacher_in, size=args.teacher_list_size, head=args.teacher_list_head, **common
+            )
+            records = [
+                {
+                    **record,
+                    "teacher_list": {
+                        "candidates": [
+                            {"text": d["texts"][i], "score": score}
+                            for i, score in zip(item.indices, item.scores, strict=True)
+                        ]
+                    },
                 }
+                for record, item in zip(records, lists, strict=True)
+                if item is not None
+            ]
+        else:
+            pairs = teacher_pairs(*teacher_in, first_top=args.teacher_first_top, **common)
+            for record, pair in zip(records, pairs, strict=True):
+                if pair is not None:
+                    record["teacher_pair"] = {
+                        "first": {"text": d["texts"][pair.first]},
+                        "second": {"text": d["texts"][pair.second]},
+                        "margin": pair.margin,
+                    }
         teacher_s = round(time.perf_counter() - t, 2)
     for record in records:
         record.pop("_row")

@@ -231,6 +231,33 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> None:
     write_jsonl(path, records)
 
 
+def local_llm_queries(args: argparse.Namespace, chunks: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    """Queries written by the in-process instruction model, for chunks in a seeded random order
+    until ``--local-queries`` exist; answers are cached in ``bench/out/cache/generation``."""
+    from tqdm import tqdm
+
+    from ragd_train.cache import GenerationCache
+    from ragd_train.generators.llm import LLMQueryGenerator
+    from ragd_train.generators.local_llm import LocalChatLLM
+
+    llm = LocalChatLLM(args.local_model, seed=args.seed, threads=os.cpu_count())
+    gen = LLMQueryGenerator(
+        llm, GenerationCache(args.cache / "generation", "queries"), temperature=0.7, seed=args.seed
+    )
+    order = list(range(len(chunks)))
+    random.Random(args.seed).shuffle(order)
+    generated: list[tuple[int, Any]] = []
+    with tqdm(total=args.local_queries, desc=f"queries by {args.local_model}", unit="q") as bar:
+        for i in order:
+            if len(generated) >= args.local_queries:
+                break
+            queries = gen.generate(chunks[i], args.local_per_chunk)
+            generated.extend((i, q) for q in queries)
+            bar.update(len(queries))
+    log(f"local LLM: {len(generated)} queries, {gen.failures} chunks without a usable answer")
+    return generated[: args.local_queries]
+
+
 def corpus_only_data(
     args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -242,16 +269,19 @@ def corpus_only_data(
     chunks = d["chunks"]
     strategies = args.strategies.split(",")
     t = time.perf_counter()
-    gen = NoLLMGenerator(chunks, strategies, seed=args.seed)
-    generated = []
-    for i, chunk in enumerate(chunks):
-        for q in gen.generate(chunk, len(strategies)):
-            generated.append((i, q))
+    if args.generator == "local":
+        generated = local_llm_queries(args, chunks)
+    else:
+        gen = NoLLMGenerator(chunks, strategies, seed=args.seed)
+        generated = []
+        for i, chunk in enumerate(chunks):
+            for q in gen.generate(chunk, len(strategies)):
+                generated.append((i, q))
+        rng = random.Random(args.seed)
+        rng.shuffle(generated)
+        # keep a margin for the filter, then cap at --pairs
+        generated = generated[: int(args.pairs * 1.6)]
     gen_s = time.perf_counter() - t
-    rng = random.Random(args.seed)
-    rng.shuffle(generated)
-    # keep a margin for the filter, then cap at --pairs
-    generated = generated[: int(args.pairs * 1.6)]
     t = time.perf_counter()
     q_texts = [q["query"] for _, q in generated]
     q_emb = encode(model, q_texts, ENCODE_BATCH)
@@ -334,6 +364,7 @@ def corpus_only_data(
     info = {
         "objective": args.objective,
         "teacher_s": teacher_s,
+        "generator": args.generator,
         "strategies": strategies,
         "generated": len(generated),
         "kept": len(records),
@@ -599,6 +630,15 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=42)
     # scenario a
     p.add_argument("--strategies", default="claim,heading", help="no-LLM strategies for scenario a")
+    p.add_argument(
+        "--generator",
+        choices=["nollm", "local"],
+        default="nollm",
+        help="scenario a queries: the no-LLM strategies, or an instruction model run in-process",
+    )
+    p.add_argument("--local-model", default="SmolLM2", help="--generator local: model id, alias or path")
+    p.add_argument("--local-queries", type=int, default=2200, help="--generator local: queries to write")
+    p.add_argument("--local-per-chunk", type=int, default=2, help="--generator local: queries per chunk")
     p.add_argument("--pairs", type=int, default=3000, help="training pairs for scenario a")
     p.add_argument(
         "--roundtrip-k", type=int, default=10, help="keep a query only if base ranks its source < k"

@@ -365,7 +365,7 @@ def corpus_only_data(
         "objective": args.objective,
         "teacher_s": teacher_s,
         "generator": args.generator,
-        "strategies": strategies,
+        "strategies": strategies if args.generator == "nollm" else [],
         "generated": len(generated),
         "kept": len(records),
         "by_strategy": by_strategy,

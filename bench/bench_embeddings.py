@@ -236,14 +236,13 @@ def local_llm_queries(args: argparse.Namespace, chunks: list[dict[str, Any]]) ->
     until ``--local-queries`` exist; answers are cached in ``bench/out/cache/generation``."""
     from tqdm import tqdm
 
-    from ragd_train.cache import GenerationCache
-    from ragd_train.generators.llm import LLMQueryGenerator
-    from ragd_train.generators.local_llm import LocalChatLLM
+    from ragd_train.config import load_config
+    from ragd_train.generate import make_generator
 
-    llm = LocalChatLLM(args.local_model, seed=args.seed, threads=os.cpu_count())
-    gen = LLMQueryGenerator(
-        llm, GenerationCache(args.cache / "generation", "queries"), temperature=0.7, seed=args.seed
-    )
+    training = {"query_generator": "local", "local_model": args.local_model}
+    config = load_config(overrides={"seed": args.seed, "training": training})
+    gen = make_generator(chunks, config, args.cache / "generation")
+    gen.llm.threads = os.cpu_count()  # the workflow's 1 thread is for parallel jobs; nothing else runs here
     order = list(range(len(chunks)))
     random.Random(args.seed).shuffle(order)
     generated: list[tuple[int, Any]] = []

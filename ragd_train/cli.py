@@ -93,10 +93,14 @@ def _merge(*dicts: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-@click.group()
-@click.version_option(package_name="ragd-train")
+@click.group(
+    epilog="ragd is not installed here: only `ragd train ...` is available; install ragd for the rest."
+)
+@click.version_option(
+    package_name="ragd-train", message="ragd-train, version %(version)s (ragd is not installed)"
+)
 def main() -> None:
-    """ragd: local RAG, plus `ragd train` to fine-tune retrieval models on your own index."""
+    """ragd-train's `ragd train ...` (the `ragd` executable when ragd itself is not installed)."""
 
 
 @main.group()
@@ -238,7 +242,7 @@ def _train_model(
     overrides: dict[str, Any],
     opts: dict[str, Any],
     fit: Callable[[Path, Path, dict[str, Any]], None],
-    hint: Callable[[Path], None],
+    hint: Callable[[Path, list[str]], None],
 ) -> None:
     """Build ``models/<corpus>-<kind>`` through the workflow, or train on ``data`` directly."""
     if data is None:
@@ -250,7 +254,7 @@ def _train_model(
         if output is not None:
             shutil.copytree(built, output, dirs_exist_ok=False)
             built = output
-        hint(built)
+        hint(built, _index_folders(workspace, corpus[0], corpus[2], opts["configfiles"]))
         return
     from ragd_train.config import load_config
     from ragd_train.progress import setup_logging
@@ -263,7 +267,7 @@ def _train_model(
     config = load_config(opts["configfiles"], overrides or None)
     out = output or (opts["workspace"] or ragd_home()).expanduser() / "models" / f"{data.stem}-{kind}"
     fit(data, out, config)
-    hint(out)
+    hint(out, [])
 
 
 def _fit_embeddings(data: Path, out: Path, config: dict[str, Any]) -> None:
@@ -272,14 +276,25 @@ def _fit_embeddings(data: Path, out: Path, config: dict[str, Any]) -> None:
     train_embeddings(data, out, EmbeddingTrainingConfig.from_workflow(config))
 
 
-def _print_ragd_hint(model_dir: Path) -> None:
-    import json
+def _index_folders(workspace: Path, corpus: str, path: str | None, configfiles: tuple[str, ...]) -> list[str]:
+    """The folders ``ragd index`` must re-read: from the snapshot's file paths, else the corpus path."""
+    from ragd_train.ragd_config import index_folders
 
-    from ragd_train.embeddings import ragd_config_hint
+    if path is None:
+        from ragd_train.config import load_config
 
-    meta = json.loads((model_dir / "training_metadata.json").read_text())
+        cfg = load_config(configfiles).get("corpora", {}).get(corpus, {})
+        path = cfg.get("path") if cfg.get("source") in ("ragd", "documents") else None
+        if path and cfg.get("source") == "ragd":
+            path = None  # a ragd data dir is not what ragd indexes: the snapshot names the files
+    return index_folders(workspace / "snapshots" / f"{corpus}.jsonl", path)
+
+
+def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
+    from ragd_train.ragd_config import require_model_dir, switch_message
+
     click.echo(f"Model ready: {model_dir}")
-    click.echo(ragd_config_hint(model_dir, meta["output_dimension"]))
+    click.echo(switch_message(model_dir, require_model_dir(model_dir), folders))
 
 
 @train.command("reranker")
@@ -369,7 +384,7 @@ def _fit_reranker(data: Path, out: Path, config: dict[str, Any]) -> None:
     train_reranker(data, out, RerankerTrainingConfig.from_workflow(config))
 
 
-def _print_reranker_hint(model_dir: Path) -> None:
+def _print_reranker_hint(model_dir: Path, _folders: list[str]) -> None:
     from ragd_train.reranker import ragd_reranker_hint
 
     click.echo(f"Model ready: {model_dir}")
@@ -725,31 +740,35 @@ def cache_prune_cmd(workspace: Path | None) -> None:
     click.echo(f"removed {removed['generations']} generated entries and {removed['embeddings']} embeddings")
 
 
-@main.group("config")
-def config_group() -> None:
-    """Edit ragd's own config file (~/.ragd/config.yaml)."""
-
-
-@config_group.command("set")
-@click.argument("key")
-@click.argument("value")
-@click.option(
-    "--file",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="ragd's config file [default: $RAGD_HOME/config.yaml].",
-)
+@train.command("use")
+@click.argument("model")
+@workspace_option
 @friendly_errors
-def config_set(key: str, value: str, config_file: Path | None) -> None:
-    """Set KEY (dotted, e.g. embedding.model) to VALUE, keeping every other key and comment."""
-    from ragd_train.ragd_config import set_value
-    from ragd_train.workspace import ragd_home
+def use_cmd(model: str, workspace: Path | None) -> None:
+    """Switch ragd to a fine-tuned embedding model (embedding.model and embedding.dimension).
 
-    path = config_file or ragd_home() / "config.yaml"
-    for note in set_value(path, key, value):
-        click.echo(f"Note: {note}")
-    click.echo(f"{path}: {key} = {value}")
+    Writes ragd's ~/.ragd/config.yaml through ragd's own config model when ragd is installed,
+    then prints the ragd commands that re-embed the index with the model.
+    """
+    from ragd_train.ragd_config import read_ragd_settings, require_model_dir, set_values
+
+    model_dir = Path(model).expanduser()
+    if not model_dir.is_dir():
+        model_dir = _workspace(workspace) / "models" / model
+    if not model_dir.is_dir():
+        raise RagdTrainError(f"no model directory {model} (nor {model_dir})")
+    model_dir = model_dir.resolve()
+    dimension = require_model_dir(model_dir)
+    before = int(read_ragd_settings()["embedding.dimension"])
+    path = set_values({"embedding.model": str(model_dir), "embedding.dimension": dimension})
+    click.echo(f"{path}: embedding.model = {model_dir}, embedding.dimension = {dimension}")
+    if before != dimension:
+        chroma = Path.home() / ".ragd" / "chroma"
+        click.echo(
+            f"The dimension changed ({before} -> {dimension}): move the old index aside first: "
+            f"mv {chroma} {chroma}.dim{before}"
+        )
+    click.echo("Re-embed the index with it: ragd index <each folder you indexed> --overwrite")
 
 
 @train.command("snapshot")

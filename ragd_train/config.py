@@ -103,6 +103,10 @@ def validate_config(
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
     if error is None:
         _check_cross_fields(config)
+        if isinstance(config.get("ollama"), dict):
+            from ragd_train.ragd_config import ollama_settings
+
+            config["ollama"] = ollama_settings(config["ollama"])  # one LLM setting: ragd's
         return config
     keys = list(error.path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):

@@ -7,7 +7,8 @@ from typing import Any
 
 
 class FineTunedEmbedder:
-    """``embed(texts) -> list[list[float]]``, ``dimension``, ``model_name`` as ragd expects."""
+    """What ragd 1.0.10's code calls on an embedder: ``embed``, ``embed_single``, ``dimension``,
+    ``model_name`` (and ``is_loaded``, as ragd's ``SentenceTransformerEmbedder`` has)."""
 
     def __init__(self, path: str | Path, device: str | None = None, batch_size: int = 32) -> None:
         from sentence_transformers import SentenceTransformer
@@ -25,6 +26,14 @@ class FineTunedEmbedder:
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         )
         return vectors.astype(float).tolist()
+
+    def embed_single(self, text: str) -> list[float]:
+        """One text's vector (ragd's hybrid and semantic search call this for the query)."""
+        vectors = self.embed([text])
+        return vectors[0] if vectors else []
+
+    def is_loaded(self) -> bool:
+        return True
 
     @property
     def dimension(self) -> int:

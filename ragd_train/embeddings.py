@@ -376,12 +376,8 @@ def train_embeddings(
     return meta
 
 
-def ragd_config_hint(model_dir: str | Path, dimension: int) -> str:
-    """The change to ~/.ragd/config.yaml that makes ragd use the model."""
-    path = Path(model_dir).resolve()
-    return (
-        "To use this model in ragd, set in ~/.ragd/config.yaml:\n"
-        f"  embedding:\n    model: {path}\n    dimension: {dimension}\n"
-        "(or: ragd config set embedding.model " + str(path) + ")\n"
-        "Then rebuild the index with the new embeddings: ragd reindex --all"
-    )
+def ragd_config_hint(model_dir: str | Path, dimension: int, folders: list[str] | None = None) -> str:
+    """The ragd 1.0.10 commands that switch ragd to the model and re-embed its index."""
+    from ragd_train.ragd_config import switch_message
+
+    return switch_message(Path(model_dir), dimension, folders or [])

@@ -416,17 +416,14 @@ def train_reranker(
 
 
 def ragd_reranker_hint(model_dir: str | Path) -> str:
-    """The one change that makes ragd rerank with the model."""
+    """What ragd 1.0.10 can do with the model: no setting of ragd's calls a reranker."""
     path = Path(model_dir).resolve()
-    if model_kind(path) == "colbert":
-        return (
-            f"{path} is a ColBERT (late-interaction) model: ragd's CrossEncoderReranker cannot load it; "
-            "use ragd_train.reranker.FineTunedReranker(path) as ragd's reranker."
-        )
+    kind = "ColBERT (late-interaction)" if model_kind(path) == "colbert" else "cross-encoder"
+    note = " ragd's CrossEncoderReranker cannot load it." if kind.startswith("ColBERT") else ""
     return (
-        "To rerank with this model in ragd, set in ~/.ragd/config.yaml `retrieval.rerank: true` and "
-        f"`retrieval.reranker_model: {path}` (ragd's CrossEncoderReranker loads it as "
-        f"CrossEncoder(model_name='{path}'))."
+        f"{path} is a {kind} reranker.{note} ragd 1.0.10 never calls a reranker (its "
+        "`retrieval.rerank` is read nowhere), so there is no ragd setting to switch; rerank ragd's "
+        "own results with ragd_train.reranker.FineTunedReranker(path).rerank(query, results)."
     )
 
 

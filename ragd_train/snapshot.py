@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,12 +92,43 @@ def _resolve_path(cfg: dict[str, Any]) -> Path:
 
 
 def _read_ragd(path: Path, cfg: dict[str, Any]) -> tuple[Located, str]:
-    """Read every chunk of a ragd ChromaDB collection, a page at a time."""
+    """Read every chunk of a ragd ChromaDB collection, a page at a time, from a private copy.
+
+    Chroma's PersistentClient writes to the directory it opens (even to read), so the index is
+    checked read-only with sqlite and then copied to a temporary folder that is opened instead:
+    reading a ragd index never changes it.
+    """
     chroma_dir = _chroma_dir(path)
+    _check_chroma_file(chroma_dir / "chroma.sqlite3")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ragd-train-chroma-") as tmp:
+        copy = Path(tmp) / "chroma"
+        shutil.copytree(chroma_dir, copy, ignore=shutil.ignore_patterns("bm25.db*"), symlinks=True)
+        return _read_chroma_copy(copy, chroma_dir, cfg), str(chroma_dir)
+
+
+def _check_chroma_file(db: Path) -> None:
+    """One-line error unless ``db`` is a Chroma sqlite file (opened read-only, never migrated)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"not a ragd/Chroma index ({exc})", path=db, field="path") from None
+    if not {"collections", "embeddings"} <= tables:
+        raise InputError("not a ragd/Chroma index (no Chroma tables)", path=db, field="path")
+
+
+def _read_chroma_copy(copy: Path, chroma_dir: Path, cfg: dict[str, Any]) -> Located:
     import chromadb
     from chromadb.config import Settings
 
-    client = chromadb.PersistentClient(path=str(chroma_dir), settings=Settings(anonymized_telemetry=False))
+    client = chromadb.PersistentClient(path=str(copy), settings=Settings(anonymized_telemetry=False))
     name = cfg.get("collection") or DEFAULT_COLLECTION
     available = sorted(getattr(c, "name", c) for c in client.list_collections())
     if name not in available:
@@ -118,7 +150,7 @@ def _read_ragd(path: Path, cfg: dict[str, Any]) -> tuple[Located, str]:
         if len(ids) < _PAGE:
             break
         offset += len(ids)
-    return located, str(chroma_dir)
+    return located
 
 
 def _chroma_dir(path: Path) -> Path:

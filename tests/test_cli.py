@@ -283,14 +283,20 @@ def test_embeddings_prints_the_ragd_hint_and_copies(tmp_path: Path, monkeypatch:
         model = ws / names[0]
         model.mkdir(parents=True)
         (model / "training_metadata.json").write_text(json.dumps({"output_dimension": 64}))
+        (model / "modules.json").write_text("[]")
 
     monkeypatch.setattr(workspace, "run_targets", fake_run)
+    monkeypatch.setenv("HOME", str(tmp_path))  # ragd's config: absent, so ragd's defaults (384)
     out = tmp_path / "exported"
     result = ragd("embeddings", "--workspace", tmp_path / "ws", "--output", out)
     assert result.exit_code == 0, result.output
     assert (out / "training_metadata.json").is_file()
     assert f"Model ready: {out}" in result.output
-    assert f"model: {out.resolve()}" in result.output and "dimension: 64" in result.output
+    # 64 != ragd's 384: the config is written with the dimension and the old index moved aside
+    assert f"ragd-train use {out.resolve()}" in result.output
+    assert f"mv {tmp_path}/.ragd/chroma {tmp_path}/.ragd/chroma.dim384" in result.output
+    demo = (workflow_dir() / "data" / "demo").resolve()
+    assert f"ragd index {demo} --overwrite" in result.output
 
 
 def test_source_and_path_declare_a_corpus(

@@ -156,11 +156,12 @@ def test_finetuned_embedder_satisfies_ragd_protocol(tiny_model: Path) -> None:
         FineTunedEmbedder(tiny_model.parent)
 
 
-def test_ragd_hint_names_the_config_change(tmp_path: Path) -> None:
-    hint = ragd_config_hint(tmp_path, 384)
-    assert (
-        f"model: {tmp_path.resolve()}" in hint and "dimension: 384" in hint and "ragd reindex --all" in hint
-    )
+def test_ragd_hint_names_the_config_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    """Same dimension as ragd's: ragd's own `models set`, then `index --overwrite` re-embeds."""
+    hint = ragd_config_hint(tmp_path, 384, ["/docs/legal"])
+    assert f"ragd models set --embedding {tmp_path.resolve()} --no-validate" in hint
+    assert "ragd index /docs/legal --overwrite" in hint and "reindex" not in hint
 
 
 def test_cli_trains_on_a_users_own_file(tiny_model: Path, tmp_path: Path) -> None:
@@ -190,7 +191,8 @@ def test_cli_trains_on_a_users_own_file(tiny_model: Path, tmp_path: Path) -> Non
         and meta["matryoshka_dims"] == []
         and meta["base_model"] == str(tiny_model)
     )
-    assert f"Model ready: {out}" in result.output and "ragd reindex --all" in result.output
+    # dimension 32, not ragd's 384: written through `ragd-train use`, the old index moved aside
+    assert f"Model ready: {out}" in result.output and f"ragd-train use {out.resolve()}" in result.output
     again = CliRunner().invoke(main, [*args, "--epochs", "1"])
     assert again.exit_code == 1 and "already exists; delete it first" in again.output
 

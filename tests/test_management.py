@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ragd_train import ragd_config
 from ragd_train.cli import main
-from ragd_train.errors import RagdTrainError
+from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.management import delete_model, export_model, list_models, model_path, verify_export
-from ragd_train.ragd_config import set_value
+from ragd_train.ragd_config import set_values
 
 
 @pytest.fixture
@@ -136,40 +137,59 @@ retrieval:
 """
 
 
-def test_config_set_keeps_other_keys_and_comments(tmp_path: Path) -> None:
+@pytest.fixture
+def no_ragd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behave as where ragd itself is not installed."""
+    monkeypatch.setattr(ragd_config, "ragd_installed", lambda: False)
+
+
+def test_config_without_ragd_keeps_other_keys_and_comments(tmp_path: Path, no_ragd: None) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(RAGD_CONFIG)
-    set_value(path, "llm.model", "qwen2.5:7b")
-    text = path.read_text()
-    assert "llm:\n  model: qwen2.5:7b" in text
-    expected = RAGD_CONFIG.replace("llama3.2:3b", "qwen2.5:7b")
-    assert text == expected
-    set_value(path, "retrieval.top_k", "8")
-    assert "  top_k: 8\n" in path.read_text() and "# how many chunks to return" in path.read_text()
+    path.chmod(0o644)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(path)
+    set_values({"llm.model": "qwen2.5:7b"}, link)
+    assert link.is_symlink() and path.stat().st_mode & 0o777 == 0o644
+    assert path.read_text() == RAGD_CONFIG.replace("llama3.2:3b", "qwen2.5:7b")
 
 
-def test_config_set_embedding_model_sets_dimension_and_warns(ws: Path, tmp_path: Path) -> None:
+def test_config_without_ragd_refuses_unknown_keys_and_scalars(tmp_path: Path, no_ragd: None) -> None:
     path = tmp_path / "config.yaml"
+    path.write_text(RAGD_CONFIG)
+    with pytest.raises(
+        InputError, match=r"does not write 'retrieval.reranker_model' \(known: embedding.model"
+    ):
+        set_values({"retrieval.reranker_model": "x"}, path)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("embedding: all-MiniLM-L6-v2\n")
+    with pytest.raises(InputError, match="'embedding' is a str, not a section"):
+        set_values({"embedding.model": "x"}, scalar)
+    assert path.read_text() == RAGD_CONFIG and scalar.read_text() == "embedding: all-MiniLM-L6-v2\n"
+
+
+def test_use_writes_through_ragds_own_config_model(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ragd train use` sets embedding.model and .dimension; ragd's own load_config reads them back."""
+    ragd_cfg = pytest.importorskip("ragd.config")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / ".ragd" / "config.yaml"
+    path.parent.mkdir()
     path.write_text(RAGD_CONFIG.replace("dimension: 384", "dimension: 768"))
     model = ws / "models" / "demo-embeddings"
-    result = CliRunner().invoke(main, ["config", "set", "embedding.model", str(model), "--file", str(path)])
+    (model / "modules.json").write_text("[]")
+    result = CliRunner().invoke(main, ["train", "use", "demo-embeddings", "--workspace", str(ws)])
     assert result.exit_code == 0, result.output
-    assert "ragd reindex --all" in result.output and "embedding.dimension set to 384" in result.output
-    text = path.read_text()
-    import re
-
-    assert (
-        re.search(rf"model: {re.escape(str(model))} +# the default embedder", text)
-        and "dimension: 384" in text
-    )
-    assert "# ragd configuration (written by ragd)" in text and "batch_size: 32" in text
+    loaded = ragd_cfg.load_config(path)
+    assert loaded.embedding.model == str(model.resolve()) and loaded.embedding.dimension == 384
+    assert loaded.llm.model == "llama3.2:3b"
+    assert "dimension changed (768 -> 384)" in result.output and "--overwrite" in result.output
+    assert "reranker_model" not in path.read_text()
 
 
-def test_config_set_refuses_training_keys(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(RAGD_CONFIG)
-    result = CliRunner().invoke(
-        main, ["config", "set", "training.embedding_epochs", "5", "--file", str(path)]
-    )
-    assert result.exit_code == 1 and "training setting" in result.output
-    assert path.read_text() == RAGD_CONFIG
+def test_use_refuses_what_is_not_an_embedding_model(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["train", "use", str(tmp_path), "--workspace", str(ws)])
+    assert result.exit_code == 1 and "is not a sentence-transformers model directory" in result.output
+    assert not (tmp_path / ".ragd").exists()

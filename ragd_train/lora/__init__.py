@@ -403,7 +403,7 @@ def ragd_llm_hint(model_dir: str | Path) -> str:
     name = Path(model_dir).resolve().name
     return (
         f"To chat with this adapter in ragd:\n  {ollama_create_command(model_dir)}\n"
-        f"  ragd config set llm.model {name}"
+        f"  ragd models set --chat {name}"
     )
 
 

@@ -1,0 +1,137 @@
+"""ragd-train beside the real ragd 1.0.10: its commands intact, `ragd train` added, a round trip.
+
+ragd is installed from its source (``$RAGD_SOURCE``, else ``../shared/ragd``); `.ci/run` installs it
+into the venv and sets ``RAGD_TRAIN_REQUIRE_RAGD=1``, so there a missing ragd fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRE = os.environ.get("RAGD_TRAIN_REQUIRE_RAGD") == "1"
+
+
+def ragd_source() -> Path | None:
+    for candidate in (os.environ.get("RAGD_SOURCE"), ROOT.parent / "shared" / "ragd", "/work/shared/ragd"):
+        if candidate and (Path(candidate) / "pyproject.toml").is_file():
+            return Path(candidate).resolve()
+    return None
+
+
+def need_ragd() -> None:
+    try:
+        import ragd.cli  # noqa: F401
+    except ImportError as exc:
+        if REQUIRE:
+            pytest.fail(f"RAGD_TRAIN_REQUIRE_RAGD=1 but ragd does not import ({exc})")
+        pytest.skip("ragd is not installed")
+
+
+def pip_prefix(prefix: Path, *specs: str) -> None:
+    """A real `pip install` of ``specs`` into ``prefix`` (scripts in prefix/bin), no dependencies."""
+    # --ignore-installed: without it pip uninstalls the venv's own copies while installing to a prefix
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--ignore-installed",
+    ]
+    cmd += ["--ignore-requires-python", "--prefix", str(prefix), *specs]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def prefix_env(prefix: Path, home: Path) -> dict[str, str]:
+    site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
+    return {**os.environ, "PYTHONPATH": site, "HOME": str(home), "HF_HUB_OFFLINE": "1"}
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["ragd-first", "ragd-train-first"])
+def test_install_order_decides_who_owns_the_ragd_executable(order: str, tmp_path: Path) -> None:
+    """Installed after ragd, our `ragd` is ragd's own app plus `train`; installed before, ragd's wins."""
+    need_ragd()
+    source = ragd_source()
+    assert source is not None, "no ragd source: set RAGD_SOURCE"
+    prefix = tmp_path / "prefix"
+    specs = [str(source), str(ROOT)] if order == "ragd-first" else [str(ROOT), str(source)]
+    for spec in specs:  # two pip runs: the second one's `ragd` script replaces the first one's
+        pip_prefix(prefix, spec)
+    env = prefix_env(prefix, tmp_path)
+    ragd_exe = str(prefix / "bin" / "ragd")
+    # ragd's own app, whatever the scripts are, under the same program name
+    reference = [sys.executable, "-c", "from ragd.cli import app; app(prog_name='ragd')"]
+    for args in (["--version"], ["--help"], ["search", "--help"], ["index", "--help"]):
+        ours, theirs = run([ragd_exe, *args], env), run([*reference, *args], env)
+        assert ours.returncode == theirs.returncode == 0, ours.stderr[-2000:]
+        if args == ["--help"] and order == "ragd-first":
+            # ragd's help, panels and all, plus one row for train in its own panel
+            assert "Fine-tuning (ragd-train)" in ours.stdout and "train" in ours.stdout
+            for line in theirs.stdout.splitlines():
+                assert line in ours.stdout
+        else:
+            assert ours.stdout == theirs.stdout
+    assert run([ragd_exe, "--version"], env).stdout.strip() == "ragd version 1.0.10"
+    train = run([ragd_exe, "train", "--help"], env)
+    standalone = run([str(prefix / "bin" / "ragd-train"), "--help"], env)
+    assert standalone.returncode == 0 and "embeddings" in standalone.stdout
+    if order == "ragd-first":
+        assert train.returncode == 0 and "Usage: ragd train" in train.stdout and "embeddings" in train.stdout
+    else:
+        assert train.returncode != 0 and "No such command 'train'" in train.stdout + train.stderr
+
+
+@pytest.mark.slow
+def test_without_ragd_the_executable_offers_train_and_says_so(tmp_path: Path) -> None:
+    """With no ragd importable, `ragd` is ours alone and says that ragd is not installed."""
+    code = (
+        "import sys; sys.modules['ragd'] = None; sys.modules['ragd.cli'] = None\n"
+        "from ragd_train.ragd_app import main; sys.argv = ['ragd', *sys.argv[1:]]; main()"
+    )
+    help_ = run([sys.executable, "-c", code, "--help"], {**os.environ, "HOME": str(tmp_path)})
+    version = run([sys.executable, "-c", code, "--version"], {**os.environ, "HOME": str(tmp_path)})
+    assert help_.returncode == 0 and "ragd is not installed here" in help_.stdout and "train" in help_.stdout
+    assert "search" not in help_.stdout
+    assert "(ragd is not installed)" in version.stdout
+
+
+def test_finetuned_embedder_has_everything_ragds_code_calls(tiny_model: Path) -> None:
+    """FineTunedEmbedder offers every public method of ragd's own SentenceTransformerEmbedder."""
+    need_ragd()
+    from ragd.embedding.embedder import Embedder, SentenceTransformerEmbedder
+
+    from ragd_train.embedder import FineTunedEmbedder
+
+    ours = FineTunedEmbedder(tiny_model)
+    public = {n for n in dir(SentenceTransformerEmbedder) if not n.startswith("_") and not n.isupper()}
+    protocol = {n for n in dir(Embedder) if not n.startswith("_")}
+    assert protocol <= public and public <= set(dir(ours))
+    theirs = SentenceTransformerEmbedder(model_name=str(tiny_model), device="cpu")
+    assert ours.dimension == theirs.dimension == 32
+    import numpy as np
+
+    text = "How often do backups run?"
+    assert np.allclose(ours.embed_single(text), theirs.embed_single(text), atol=1e-5)
+    assert np.allclose(ours.embed([text, "x"]), theirs.embed([text, "x"]), atol=1e-5)
+    assert ours.embed([]) == theirs.embed([]) == []
+
+
+_ = (json, shlex, yaml)  # used by the round trip below

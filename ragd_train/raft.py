@@ -191,7 +191,33 @@ def format_context(sources: list[Source]) -> tuple[str, dict[str, int]]:
     return CONTEXT_HEADER + SOURCE_SEPARATOR.join(parts), numbers
 
 
+def _ragd_answer_template() -> Any | None:
+    """ragd's own "answer" prompt (``ragd.chat.prompts``, 1.0.10's RAG_ANSWER_TEMPLATE) if installed."""
+    try:
+        from ragd.chat.prompts import get_prompt_template
+    except ImportError:
+        return None
+    return get_prompt_template("answer")
+
+
+def prompt_source() -> str:
+    """Which prompt the RAFT data is written with (recorded in the model's metadata)."""
+    if _ragd_answer_template() is None:
+        return "built-in (ragd 0.9.6 layout; install ragd to train on its own prompt)"
+    from importlib.metadata import version
+
+    return f"ragd {version('ragd')} chat.prompts answer"
+
+
+def system_prompt() -> str:
+    template = _ragd_answer_template()
+    return template.system_prompt if template is not None else SYSTEM_PROMPT
+
+
 def user_message(context: str, question: str) -> str:
+    template = _ragd_answer_template()
+    if template is not None:
+        return template.format(context=context, question=question)[1]
     return USER_TEMPLATE.format(no_info=NO_INFORMATION, context=context, question=question)
 
 
@@ -448,7 +474,7 @@ def build_example(
         return None, reason or "no_answer"
     example = {
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "system", "content": system_prompt()},
             {"role": "user", "content": user_message(context, question)},
             {"role": "assistant", "content": answer},
         ],
@@ -558,6 +584,7 @@ def build_raft_data(
     stats = {
         "config": asdict(cfg),
         "answer_generator": answers,
+        "prompt": prompt_source(),
         "train": train_stats,
         "test": test_stats,
         "wall_time_s": round(time.monotonic() - start, 3),

@@ -105,7 +105,7 @@ def make_ragas_embeddings(model: Any) -> Any:
 
 def rag_answer(llm: Any, cache: GenerationCache, query: str, chunks: list[dict[str, Any]], seed: int) -> str:
     """The answer ragd's chat model would give from ``chunks`` (ragd's prompt and context layout)."""
-    from ragd_train.raft import SYSTEM_PROMPT, Source, chunk_filename, format_context, user_message
+    from ragd_train.raft import Source, chunk_filename, format_context, system_prompt, user_message
 
     sources = [
         Source(c["chunk_id"], str(c.get("document_id", c["chunk_id"])), chunk_filename(c), c["text"], "", "")
@@ -114,7 +114,7 @@ def rag_answer(llm: Any, cache: GenerationCache, query: str, chunks: list[dict[s
     context, _ = format_context(sources)
     options = {"temperature": 0.0, "seed": seed}
     messages = [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": system_prompt()},
         {"role": "user", "content": user_message(context, query)},
     ]
     key = cache_key(

@@ -19,13 +19,13 @@ from ragd_train.raft import (
     CONTEXT_HEADER,
     END_QUOTE,
     NO_INFORMATION,
-    SYSTEM_PROMPT,
     RaftConfig,
     Source,
     best_sentence,
     build_raft_data,
     format_context,
     oracle_kept,
+    system_prompt,
     verify_answer,
 )
 
@@ -159,7 +159,7 @@ def test_examples_are_chat_records_in_ragds_prompt(corpus: dict[str, Path], tmp_
     for ex in train:
         system, user, assistant = ex["messages"]
         assert [m["role"] for m in ex["messages"]] == ["system", "user", "assistant"]
-        assert system["content"] == SYSTEM_PROMPT and NO_INFORMATION in SYSTEM_PROMPT
+        assert system["content"] == system_prompt()
         assert user["content"].startswith("Answer the following question based ONLY on the provided context.")
         assert f"\n\nQuestion: {ex['query']}\n\n" in user["content"]
         context = context_of(ex)

@@ -134,4 +134,28 @@ def test_finetuned_embedder_has_everything_ragds_code_calls(tiny_model: Path) ->
     assert ours.embed([]) == theirs.embed([]) == []
 
 
+def test_raft_prompts_are_ragds_own() -> None:
+    """RAFT examples carry ragd's own "answer" prompt and its context layout, whatever its version."""
+    need_ragd()
+    from ragd.chat.context import ContextWindow, RetrievedContext
+    from ragd.chat.prompts import get_prompt_template
+
+    from ragd_train.raft import Source, format_context, prompt_source, system_prompt, user_message
+
+    template = get_prompt_template("answer")
+    assert system_prompt() == template.system_prompt and prompt_source().startswith("ragd 1.0.10")
+    assert user_message("CTX", "Q?") == template.format(context="CTX", question="Q?")[1]
+    sources = [
+        Source("a_chunk_0", "a", "a.md", "Backups run every four hours.", "oracle", "oracle"),
+        Source("b_chunk_0", "b", "b.md", "Tokens expire after 30 days.", "distractor", "mined"),
+        Source("a_chunk_1", "a", "a.md", "Restores take minutes.", "distractor", "mined"),
+    ]
+    window = ContextWindow(max_tokens=10_000)
+    for s in sources:
+        window.add_context(
+            RetrievedContext(content=s.text, source=s.filename, score=1.0, document_id=s.document_id)
+        )
+    assert format_context(sources)[0] == window.format_context()
+
+
 _ = (json, shlex, yaml)  # used by the round trip below

@@ -41,6 +41,7 @@ EXTRA_ENVS: dict[str, tuple[str, ...]] = {
     "eval": ("cpu", "cuda", "mlx"),  # the evaluate_embeddings rule runs everywhere
     "local": ("cpu",),  # the in-process query generator (generate_queries runs in cpu.yaml)
     "test": (),
+    "ragd": (),  # ragd's own CLI beside ours (tests, users); no rule imports ragd
     "dev": (),
     "docs": (),
     "cuda": ("cuda",),

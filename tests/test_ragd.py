@@ -158,4 +158,119 @@ def test_raft_prompts_are_ragds_own() -> None:
     assert format_context(sources)[0] == window.format_context()
 
 
-_ = (json, shlex, yaml)  # used by the round trip below
+def fingerprint(folder: Path) -> dict[str, tuple[int, int, str]]:
+    """Size, mtime and sha256 of every file under ``folder``."""
+    import hashlib
+
+    return {
+        str(f.relative_to(folder)): (
+            f.stat().st_size,
+            f.stat().st_mtime_ns,
+            hashlib.sha256(f.read_bytes()).hexdigest(),
+        )
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+def stored_vectors(chroma: Path, tmp: Path) -> dict[str, tuple[str, list[float]]]:
+    """Every chunk ragd stored: id -> (text, vector), read from a copy (Chroma writes where it opens)."""
+    import shutil
+
+    import chromadb
+
+    copy = tmp / f"chroma-copy-{len(list(tmp.glob('chroma-copy-*')))}"
+    shutil.copytree(chroma, copy)
+    got = (
+        chromadb.PersistentClient(path=str(copy))
+        .get_collection("ragd_documents")
+        .get(include=["documents", "embeddings"])
+    )
+    return {i: (d, list(e)) for i, d, e in zip(got["ids"], got["documents"], got["embeddings"], strict=True)}
+
+
+@pytest.mark.slow
+def test_round_trip_through_ragds_own_index_training_switch_and_search(tmp_path: Path) -> None:
+    """ragd indexes; `ragd train embeddings --source ragd` trains from that index without touching it;
+    the printed ragd commands, run literally, switch ragd and re-embed; ragd's search then serves
+    vectors that are the fine-tuned model's own encodings."""
+    need_ragd()
+    import shutil
+
+    import numpy as np
+    from ragd_home import prepare_ragd_home
+    from sentence_transformers import SentenceTransformer
+
+    from ragd_train.models import resolve_model
+
+    home = tmp_path / "home"
+    env = prepare_ragd_home(home)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # `ragd` and `ragd-train` as a user has them
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "data" / "demo", docs)
+
+    def sh(line: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            line, shell=True, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
+        assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    sh(f"ragd index {shlex.quote(str(docs))}")
+    chroma = home / ".ragd" / "chroma"
+    before = fingerprint(chroma)
+    base_vectors = stored_vectors(chroma, tmp_path)
+    assert len(base_vectors) >= 40
+
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(
+        yaml.safe_dump(
+            {
+                "training": {
+                    "query_generator": "nollm",
+                    "queries_per_chunk": 1,
+                    "embedding_epochs": 1,
+                    "embedding_batch_size": 16,
+                }
+            }
+        )
+    )
+    ws = tmp_path / "ws"
+    args = (
+        f"--corpus demo --source ragd --path {home / '.ragd'} --workspace {ws} --configfile {quick} --cores 2"
+    )
+    sh(f"ragd train embeddings {args} --dry-run")
+    assert fingerprint(chroma) == before, "a dry run changed ragd's index"
+    trained = sh(f"ragd train embeddings {args}", timeout=1800)
+    assert fingerprint(chroma) == before, "reading ragd's index wrote to it"
+    snapshot = [json.loads(line) for line in (ws / "snapshots" / "demo.jsonl").read_text().splitlines()]
+    assert {c["chunk_id"] for c in snapshot} == set(base_vectors)  # ragd's own chunks and ids
+
+    lines = trained.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Switch ragd to this model"))
+    commands = [line.strip() for line in lines[start + 1 :] if line.startswith("  ragd")]
+    model_dir = ws / "models" / "demo-embeddings"
+    assert commands == [
+        f"ragd models set --embedding {model_dir.resolve()} --no-validate",
+        f"ragd index {docs.resolve()} --overwrite",
+    ]
+    for command in commands:
+        sh(command)
+
+    found = json.loads(
+        sh("ragd search 'how often do backups run' --format json --no-interactive --min-score 0").stdout
+    )
+    assert found["count"] > 0
+    tuned = SentenceTransformer(str(model_dir), device="cpu")
+    base = SentenceTransformer(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
+    after = stored_vectors(chroma, tmp_path)
+    assert set(after) == set(base_vectors)
+    for hit in found["results"][:3]:
+        chunk_id, (text, vector) = next((i, tv) for i, tv in after.items() if tv[0] == hit["content"])
+        mine = tuned.encode(text)
+        assert np.allclose(vector, mine, atol=1e-4), f"{chunk_id}: not the fine-tuned model's vector"
+        assert not np.allclose(vector, base.encode(text), atol=1e-3), f"{chunk_id}: still the base vector"
+    info = sh("ragd info")
+    assert "Error" not in info.stdout
+    assert sh("ragd --version").stdout.strip() == "ragd version 1.0.10"

@@ -182,9 +182,10 @@ def _set_in_place(path: Path, updates: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- re-indexing
 
 
-def index_folders(snapshot: Path | None, source_path: str | None) -> list[str]:
+def index_folders(snapshot: str | Path | None, source_path: str | None) -> list[str]:
     """The folders to give ``ragd index``: where the snapshot's files live, else the corpus folder."""
     folders: set[str] = set()
+    snapshot = Path(snapshot) if snapshot is not None else None
     if snapshot is not None and snapshot.is_file():
         from ragd_train.jsonl_io import read_jsonl
 

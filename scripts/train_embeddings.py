@@ -1,6 +1,7 @@
 """Rule script: fine-tune the embedding model of one corpus."""
 
 from ragd_train.embeddings import EmbeddingTrainingConfig, ragd_config_hint, train_embeddings
+from ragd_train.ragd_config import index_folders
 from ragd_train.workflow import rule_log
 
 with rule_log(snakemake):
@@ -10,4 +11,5 @@ with rule_log(snakemake):
         EmbeddingTrainingConfig.from_workflow(snakemake.config),
         snapshot_path=snakemake.input.snapshot,
     )
-    print(ragd_config_hint(snakemake.output.model, meta["output_dimension"]))
+    folders = index_folders(snakemake.input.snapshot, None)
+    print(ragd_config_hint(snakemake.output.model, meta["output_dimension"], folders))

@@ -248,7 +248,8 @@ def test_round_trip_through_ragds_own_index_training_switch_and_search(tmp_path:
     assert {c["chunk_id"] for c in snapshot} == set(base_vectors)  # ragd's own chunks and ids
 
     lines = trained.stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Switch ragd to this model"))
+    # the rule prints the switch too (for plain `snakemake` users); the CLI's block comes last
+    start = max(i for i, line in enumerate(lines) if line.startswith("Switch ragd to this model"))
     commands = [line.strip() for line in lines[start + 1 :] if line.startswith("  ragd")]
     model_dir = ws / "models" / "demo-embeddings"
     assert commands == [

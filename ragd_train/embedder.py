@@ -16,6 +16,9 @@ class FineTunedEmbedder:
         self.path = Path(path).resolve()
         if not (self.path / "modules.json").exists():
             raise FileNotFoundError(f"{self.path} is not a sentence-transformers model directory")
+        from ragd_train.models import require_safetensors
+
+        require_safetensors(self.path)
         self._model: Any = SentenceTransformer(str(self.path), device=device, trust_remote_code=False)
         self.batch_size = batch_size
 

@@ -51,6 +51,25 @@ def _offline_package(model_id: str) -> Path | None:
     return path if path.is_dir() else None
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(folder: Path) -> None:
+    """Refuse a model directory whose weights exist only in pickle form (loading one runs code)."""
+
+    def found(patterns: tuple[str, ...]) -> list[Path]:
+        return [f for p in patterns for f in (*folder.glob(p), *folder.glob(f"*/{p}"))]
+
+    if found(("*.safetensors",)):
+        return
+    pickles = found(PICKLE_WEIGHTS)
+    if pickles:
+        raise RagdTrainError(
+            f"{pickles[0]}: pickle weights are refused (safetensors only); "
+            "convert the model with save_pretrained(..., safe_serialization=True)"
+        )
+
+
 def resolve_model(name: str) -> str:
     """Resolve ``name`` to a local directory: path, HF cache, offline package, then the hub.
 
@@ -60,11 +79,13 @@ def resolve_model(name: str) -> str:
     tried: list[str] = []
     path = Path(name).expanduser()
     if path.is_dir():
+        require_safetensors(path)
         return str(path.resolve())
     tried.append(f"local path {path}")
     model_id = ALIASES.get(name, name)
     cached = _hf_cache_snapshot(model_id)
     if cached is not None:
+        require_safetensors(cached)
         return str(cached)
     tried.append("Hugging Face cache")
     packaged = _offline_package(model_id)

@@ -310,3 +310,24 @@ def test_listwise_rows_take_smaller_mini_batches() -> None:
     assert memory_bounded_batch("distill_kl", "cpu", 32, 16, 128, texts_per_example=9) == (2, 16)
     assert memory_bounded_batch("distill_kl", "cpu", 32, 16, 128, texts_per_example=3) == (8, 4)
     assert memory_bounded_batch("distill_kl", "cuda:0", 32, 16, 128, texts_per_example=9) == (32, 1)
+
+
+def test_pickle_only_weights_are_refused_with_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    """A model directory whose weights are only a pickle is never loaded (loading one runs code)."""
+    import shutil
+
+    from ragd_train.embedder import FineTunedEmbedder
+    from ragd_train.errors import RagdTrainError
+    from ragd_train.models import resolve_model
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model, pickled)
+    for weights in pickled.rglob("*.safetensors"):
+        weights.rename(weights.with_name("pytorch_model.bin"))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in pickled.rglob("*"))
+    for load in (resolve_model, FineTunedEmbedder):
+        with pytest.raises(RagdTrainError, match=r"pytorch_model.bin: pickle weights are refused") as err:
+            load(str(pickled))
+        assert "\n" not in str(err.value)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in pickled.rglob("*")) == before
+    assert Path(resolve_model(str(tiny_model))) == tiny_model.resolve()  # safetensors still load

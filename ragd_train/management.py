@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tarfile
 from datetime import datetime, timezone
@@ -97,6 +98,11 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
     """Export ``name``: ``tar`` = tar.gz with metadata, report and checksums; ``hf`` = plain directory;
     ``ollama`` = a LoRA adapter in PEFT layout with its Modelfile, for ``ollama create``."""
     src = model_path(workspace / "models", name)
+    links = [p for p in sorted(src.rglob("*")) if p.is_symlink()]
+    if links:  # a link would export whatever it points at (or an absolute link into the archive)
+        raise RagdTrainError(
+            f"{links[0]}: symlinks in a model directory are not exported; replace it by a file"
+        )
     if fmt == "ollama":
         from ragd_train.lora.export import export_ollama
 
@@ -104,10 +110,16 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
     if fmt == "hf":
         if dest.exists():
             raise RagdTrainError(f"{dest} already exists")
-        staging = dest.with_name(f".{dest.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(src, staging, ignore=lambda d, names: [n for n in names if n in HF_FILES_SKIP])
-        staging.rename(dest)
+        import tempfile
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # a fresh staging name: never a folder of the user's that happens to be called .NAME.tmp
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)) / "m"
+        try:
+            shutil.copytree(src, staging, ignore=lambda d, names: [n for n in names if n in HF_FILES_SKIP])
+            staging.rename(dest)
+        finally:
+            shutil.rmtree(staging.parent, ignore_errors=True)
         return dest
     if fmt != "tar":
         raise RagdTrainError(f"unknown export format '{fmt}' (tar, hf or ollama)")
@@ -118,9 +130,15 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         report = workspace / "reports" / f"{name}{suffix}"
         if report.exists():
             files.append((report, f"{name}/report/{report.name}"))
+    if dest.exists():
+        raise RagdTrainError(f"{dest} already exists: delete it or export --to another name")
     manifest = json.dumps(_manifest(files), indent=2).encode()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    import tempfile
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
     with tarfile.open(tmp, "w:gz") as tar:
         for path, arcname in files:
             tar.add(path, arcname=arcname, recursive=False)
@@ -129,8 +147,18 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         import io
 
         tar.addfile(info, io.BytesIO(manifest))
+    os.chmod(tmp, 0o666 & ~_umask())
+    if dest.exists():  # appeared while the archive was written
+        tmp.unlink()
+        raise RagdTrainError(f"{dest} already exists: delete it or export --to another name")
     tmp.rename(dest)
     return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def verify_export(archive: Path) -> dict[str, str]:

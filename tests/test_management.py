@@ -193,3 +193,29 @@ def test_use_refuses_what_is_not_an_embedding_model(ws: Path, tmp_path: Path, mo
     result = CliRunner().invoke(main, ["train", "use", str(tmp_path), "--workspace", str(ws)])
     assert result.exit_code == 1 and "is not a sentence-transformers model directory" in result.output
     assert not (tmp_path / ".ragd").exists()
+
+
+def test_export_never_overwrites_or_deletes_what_is_there(ws: Path, tmp_path: Path) -> None:
+    """A tar export refuses an existing archive; an hf export leaves a user's .NAME.tmp folder alone."""
+    archive = tmp_path / "out" / "demo-embeddings.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"an older archive")
+    with pytest.raises(RagdTrainError, match="already exists"):
+        export_model(ws, "demo-embeddings", archive)
+    assert archive.read_bytes() == b"an older archive"
+    users = tmp_path / ".hf-dir.tmp"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    out = export_model(ws, "demo-embeddings", tmp_path / "hf-dir", "hf")
+    assert (out / "model.safetensors").is_file() and (users / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".hf-dir")) == [".hf-dir.tmp"]
+
+
+@pytest.mark.parametrize("fmt", ["tar", "hf"])
+def test_export_refuses_symlinks_in_the_model(ws: Path, tmp_path: Path, fmt: str) -> None:
+    """A link inside a model directory would export the file it points at: refused, nothing written."""
+    (ws / "models" / "demo-embeddings" / "leak.txt").symlink_to("/etc/hostname")
+    dest = tmp_path / ("x.tar.gz" if fmt == "tar" else "x")
+    with pytest.raises(RagdTrainError, match=r"leak.txt: symlinks in a model directory are not exported"):
+        export_model(ws, "demo-embeddings", dest, fmt)
+    assert not dest.exists() and not list(tmp_path.glob(".x*"))

@@ -26,6 +26,8 @@ def model_path(models_dir: Path, name: str) -> Path:
     resolved = candidate.resolve()
     if resolved.parent != root:
         raise RagdTrainError(f"'{name}' resolves outside {root} ({resolved}); refused")
+    if candidate.is_symlink():
+        raise RagdTrainError(f"{candidate} is a symlink, not a model directory; remove the link itself")
     if not candidate.is_dir():
         raise RagdTrainError(f"no model '{name}' in {root}")
     return candidate

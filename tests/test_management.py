@@ -219,3 +219,12 @@ def test_export_refuses_symlinks_in_the_model(ws: Path, tmp_path: Path, fmt: str
     with pytest.raises(RagdTrainError, match=r"leak.txt: symlinks in a model directory are not exported"):
         export_model(ws, "demo-embeddings", dest, fmt)
     assert not dest.exists() and not list(tmp_path.glob(".x*"))
+
+
+def test_delete_of_a_symlink_in_models_is_one_line_and_deletes_nothing(ws: Path) -> None:
+    link = ws / "models" / "alias"
+    link.symlink_to(ws / "models" / "demo-embeddings")
+    result = CliRunner().invoke(main, ["train", "delete", "alias", "--workspace", str(ws), "--yes"])
+    assert result.exit_code == 1 and "is a symlink, not a model directory" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert link.is_symlink() and (ws / "models" / "demo-embeddings" / "model.safetensors").is_file()

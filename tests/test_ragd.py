@@ -29,8 +29,8 @@ def ragd_source() -> Path | None:
 
 
 def need_ragd() -> None:
-    try:
-        import ragd.cli  # noqa: F401
+    try:  # not ragd.cli: importing it creates ~/.ragd/logs in the real HOME
+        import ragd.config  # noqa: F401
     except ImportError as exc:
         if REQUIRE:
             pytest.fail(f"RAGD_TRAIN_REQUIRE_RAGD=1 but ragd does not import ({exc})")

@@ -72,7 +72,18 @@ def test_install_order_decides_who_owns_the_ragd_executable(order: str, tmp_path
     source = ragd_source()
     assert source is not None, "no ragd source: set RAGD_SOURCE"
     prefix = tmp_path / "prefix"
-    specs = [str(source), str(ROOT)] if order == "ragd-first" else [str(ROOT), str(source)]
+    import shutil
+
+    # pip builds in the source tree (build/, *.egg-info): build from copies, never in a checkout
+    ours, theirs = tmp_path / "ragd-train-src", tmp_path / "ragd-src"
+    for src, dst, keep in ((ROOT, ours, ("ragd_train",)), (source, theirs, ("src",))):
+        dst.mkdir()
+        for name in (*keep, "pyproject.toml", "README.md", "LICENSE"):
+            if (src / name).is_dir():
+                shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+            elif (src / name).is_file():
+                shutil.copy(src / name, dst / name)
+    specs = [str(theirs), str(ours)] if order == "ragd-first" else [str(ours), str(theirs)]
     for spec in specs:  # two pip runs: the second one's `ragd` script replaces the first one's
         pip_prefix(prefix, spec)
     env = prefix_env(prefix, tmp_path)

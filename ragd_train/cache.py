@@ -115,6 +115,9 @@ class EmbeddingCache:
             with open(tmp, "wb") as handle:
                 np.savez(handle, hashes=np.asarray(hashes), vectors=vectors)
             final = self.dir / f"{cache_key(hashes=hashes)[:20]}.npz"
+            from ragd_train.jsonl_io import created_mode
+
+            os.chmod(tmp, created_mode())
             os.replace(tmp, final)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import RagdTrainError
+from ragd_train.jsonl_io import created_mode
 from ragd_train.metadata import sha256_file
 
 HF_FILES_SKIP = {"training_metadata.json"}
@@ -119,6 +120,7 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)) / "m"
         try:
             shutil.copytree(src, staging, ignore=lambda d, names: [n for n in names if n in HF_FILES_SKIP])
+            os.chmod(staging, created_mode(directory=True))
             staging.rename(dest)
         finally:
             shutil.rmtree(staging.parent, ignore_errors=True)
@@ -149,18 +151,12 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         import io
 
         tar.addfile(info, io.BytesIO(manifest))
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, created_mode())
     if dest.exists():  # appeared while the archive was written
         tmp.unlink()
         raise RagdTrainError(f"{dest} already exists: delete it or export --to another name")
     tmp.rename(dest)
     return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def verify_export(archive: Path) -> dict[str, str]:

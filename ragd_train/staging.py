@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,10 +34,21 @@ def staged_output(output_dir: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
     try:
         yield staging
+        _open_up(staging)
         staging.rename(output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _open_up(folder: Path) -> None:
+    """Give ``folder`` and what is in it the modes the umask asks for (mkdtemp makes 0700)."""
+    from ragd_train.jsonl_io import created_mode
+
+    os.chmod(folder, created_mode(directory=True))
+    for item in folder.rglob("*"):
+        if item.is_dir() and not item.is_symlink():
+            os.chmod(item, created_mode(directory=True))
 
 
 def save_model_files(model: Any, staging: Path) -> None:

@@ -31,3 +31,24 @@ def test_a_failure_or_interrupt_leaves_nothing(tmp_path: Path) -> None:
             (staging / "half.bin").write_bytes(b"x")
             raise exc
         assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_umasks_modes_not_0600(tmp_path: Path) -> None:
+    """Temp files and dirs are made 0600/0700; what is renamed into place gets the umask's modes."""
+    import os
+    import stat
+
+    from ragd_train.jsonl_io import write_json
+    from ragd_train.staging import staged_output
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with staged_output(tmp_path / "model") as staging:
+            (staging / "sub").mkdir()
+            (staging / "w.safetensors").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "model" / "sub").stat().st_mode) == 0o755

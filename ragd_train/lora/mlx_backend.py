@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -81,6 +82,9 @@ def as_mlx_dir(weights: Path | str, cache_root: str | Path = "cache") -> Path:
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
+        from ragd_train.jsonl_io import created_mode
+
+        os.chmod(staging, created_mode(directory=True))
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -79,7 +79,7 @@ def matryoshka_dims(requested: str | list[int], model_dim: int) -> list[int]:
 
 def read_training_records(path: str | Path) -> list[dict[str, Any]]:
     """Training records (``query`` and ``positive`` required) from JSONL, or JSON ending in ``.json``."""
-    records = read_records(path, required=("query", "positive"))
+    records = read_records(path, required=("query", "positive"), strings=("query", "positive"))
     if not records:
         raise InputError("no training records", path=path)
     return records

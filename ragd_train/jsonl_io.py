@@ -39,10 +39,22 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Read a JSONL file; every line must be a JSON object holding ``required`` fields."""
+def _check_strings(obj: dict[str, Any], strings: tuple[str, ...], path: Path, **where: Any) -> None:
+    for field in strings:
+        value = obj.get(field)
+        if value is not None and not isinstance(value, str):
+            raise InputError(
+                f"expected a string, got {type(value).__name__}", path=path, field=field, **where
+            )
+
+
+def read_jsonl(
+    path: str | Path, required: Iterable[str] = (), strings: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Read a JSONL file; every line must be a JSON object holding ``required`` fields, and the
+    ``strings`` fields, where present, must be strings."""
     path = Path(path)
-    required = tuple(required)
+    required, strings = tuple(required), tuple(strings)
     records: list[dict[str, Any]] = []
     try:
         raw = path.read_bytes()
@@ -68,15 +80,18 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str,
         for field in required:
             if field not in obj or obj[field] is None:
                 raise InputError("missing required field", path=path, line=lineno, field=field)
+        _check_strings(obj, strings, path, line=lineno)
         records.append(obj)
     return records
 
 
-def read_records(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+def read_records(
+    path: str | Path, required: Iterable[str] = (), strings: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """Read JSONL, or a JSON array when the file ends in ``.json``."""
     path = Path(path)
     if path.suffix != ".json":
-        return read_jsonl(path, required)
+        return read_jsonl(path, required, strings)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -93,6 +108,12 @@ def read_records(path: str | Path, required: Iterable[str] = ()) -> list[dict[st
         for field in required:
             if field not in obj or obj[field] is None:
                 raise InputError(f"item {index}: missing required field", path=path, field=field)
+        for field in strings:
+            value = obj.get(field)
+            if value is not None and not isinstance(value, str):
+                raise InputError(
+                    f"item {index}: expected a string, got {type(value).__name__}", path=path, field=field
+                )
     return data
 
 

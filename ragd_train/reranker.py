@@ -183,7 +183,7 @@ def load_reranker_examples(path: str | Path, negatives: int, seed: int) -> list[
     Mined negatives come first; a record with fewer is topped up (seeded) with negatives and
     positives of records from other documents, so every query has the same list length.
     """
-    records = read_records(path, required=("query", "positive"))
+    records = read_records(path, required=("query", "positive"), strings=("query", "positive"))
     if not records:
         raise InputError("no training records", path=path)
     pool: list[tuple[str, str]] = []

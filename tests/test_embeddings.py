@@ -331,3 +331,25 @@ def test_pickle_only_weights_are_refused_with_one_line(tiny_model: Path, tmp_pat
         assert "\n" not in str(err.value)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in pickled.rglob("*")) == before
     assert Path(resolve_model(str(tiny_model))) == tiny_model.resolve()  # safetensors still load
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "kind"),
+    [
+        ('{"query": 12345, "positive": "p"}', "query", "int"),
+        ('{"query": "q", "positive": {"a": 1}}', "positive", "dict"),
+    ],
+    ids=["int", "dict"],
+)
+def test_training_data_of_the_wrong_type_is_refused_at_its_line(
+    tmp_path: Path, bad: str, field: str, kind: str
+) -> None:
+    """Wrong types name the file, the real line (blank lines counted) and the field."""
+    from ragd_train.embeddings import read_training_records
+    from ragd_train.errors import InputError
+
+    good = '{"query": "q", "positive": "p"}'
+    data = tmp_path / "mine.jsonl"
+    data.write_text(f"{good}\n\n\n{good}\n\n\n{bad}\n")
+    with pytest.raises(InputError, match=rf"mine.jsonl:7: field '{field}': expected a string, got {kind}"):
+        read_training_records(data)

@@ -33,7 +33,7 @@ import numpy as np
 
 from ragd_train.errors import RagdTrainError
 from ragd_train.jsonl_io import atomic_open, read_jsonl, write_json
-from ragd_train.raft import ANSWER_PREFIX, CITATION, NO_INFORMATION, QUOTE, verify_answer
+from ragd_train.raft import ANSWER_PREFIX, CITATION, NO_INFORMATION, QUOTE, from_display, verify_answer
 from ragd_train.stats import paired_bootstrap, sign_flip_test
 
 log = logging.getLogger("ragd_train")
@@ -59,7 +59,8 @@ Generate = Callable[[list[dict[str, str]]], str]
 
 
 def answer_line(text: str) -> str | None:
-    """The text after the last ``<ANSWER>:``, or None when there is none."""
+    """The answer line: after the last ``<ANSWER>:``, or a displayed answer's last line; None if none."""
+    text = from_display(text)
     if ANSWER_PREFIX not in text:
         return None
     tail = text.rsplit(ANSWER_PREFIX, 1)[1].strip()
@@ -94,6 +95,7 @@ def score_answer(answer: str, example: dict[str, Any]) -> dict[str, float]:
     context = example["messages"][1]["content"]
     n_sources = len({s["citation"] for s in example.get("sources", [])}) or 1
     present = bool(example.get("oracle_present", True))
+    answer = from_display(answer)
     valid = verify_answer(answer, context, n_sources, needs_quote=present) is None
     if present:
         on_target = example.get("oracle_citation") in _cited(answer)

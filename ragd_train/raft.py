@@ -81,6 +81,28 @@ END_QUOTE = "##end_quote##"
 ANSWER_PREFIX = "<ANSWER>:"
 QUOTE = re.compile(re.escape(BEGIN_QUOTE) + r"(.*?)" + re.escape(END_QUOTE), re.DOTALL)
 CITATION = re.compile(r"\[(\d+(?:\s*;\s*\d+)*)\]")
+# What the adapter is trained to write, and ragd's chat shows as is: the same answer with the
+# quotes in typographic quotation marks and the final line without its ``<ANSWER>:`` marker.
+DISPLAY_OPEN, DISPLAY_CLOSE = "\u201c", "\u201d"
+
+
+def to_display(answer: str) -> str:
+    """A verified RAFT answer in the form ragd's chat displays: no ``##...##``/``<ANSWER>:`` markers."""
+    text = answer.replace(BEGIN_QUOTE, DISPLAY_OPEN).replace(END_QUOTE, DISPLAY_CLOSE)
+    head, sep, tail = text.rpartition(ANSWER_PREFIX)
+    return f"{head}{tail.strip()}" if sep else text
+
+
+def from_display(text: str) -> str:
+    """The marker form of a displayed answer (its last non-empty line is the answer line), for checks."""
+    if ANSWER_PREFIX in text or BEGIN_QUOTE in text:
+        return text  # already in marker form
+    marked = text.replace(DISPLAY_OPEN, BEGIN_QUOTE).replace(DISPLAY_CLOSE, END_QUOTE)
+    lines = marked.rstrip().splitlines()
+    if not lines:
+        return marked
+    lines[-1] = f"{ANSWER_PREFIX} {lines[-1].strip()}"
+    return "\n".join(lines)
 
 RAFT_PROMPT_VERSION = "raft-cot-v1"
 RAFT_PROMPT = """You write one worked answer for training a retrieval-augmented assistant.
@@ -476,7 +498,7 @@ def build_example(
         "messages": [
             {"role": "system", "content": system_prompt()},
             {"role": "user", "content": user_message(context, question)},
-            {"role": "assistant", "content": answer},
+            {"role": "assistant", "content": to_display(answer)},
         ],
         "query_id": record["query_id"],
         "query": question,

@@ -80,6 +80,22 @@ def test_the_reference_answer_scores_full_marks_and_others_do_not() -> None:
     }
 
 
+def test_displayed_and_marker_forms_score_alike() -> None:
+    """The adapter learns the form ragd's chat shows (no markers); scoring reads it as the marker form."""
+    from ragd_train.raft import ANSWER_PREFIX, BEGIN_QUOTE, from_display, to_display
+
+    ex = example()
+    shown = ex["messages"][-1]["content"]
+    assert BEGIN_QUOTE not in shown and ANSWER_PREFIX not in shown and "\u201c" in shown
+    marked = from_display(shown)
+    assert to_display(marked) == shown and ANSWER_PREFIX in marked
+    assert (
+        score_answer(shown, ex)
+        == score_answer(marked, ex)
+        == {"exact_match": 1.0, "f1": 1.0, "grounded": 1.0}
+    )
+
+
 def test_abstaining_is_right_only_without_the_oracle() -> None:
     absent, present = example(keep_oracle=False), example()
     abstain = f"None of the sources covers it.\n<ANSWER>: {NO_INFORMATION}"

@@ -24,6 +24,7 @@ from ragd_train.raft import (
     best_sentence,
     build_raft_data,
     format_context,
+    from_display,
     oracle_kept,
     system_prompt,
     verify_answer,
@@ -168,7 +169,10 @@ def test_examples_are_chat_records_in_ragds_prompt(corpus: dict[str, Path], tmp_
         assert [int(re.match(r"\[(\d+)\] ", b).group(1)) for b in blocks] == list(range(1, len(blocks) + 1))
         for s in ex["sources"]:
             assert re.search(rf"^\[{s['citation']}\] {re.escape(s['filename'])}", context, re.M)
-        assert assistant["content"].splitlines()[-1].startswith(ANSWER_PREFIX)
+        # the form ragd's chat shows as is: no markers; the marker form checks out
+        shown = assistant["content"]
+        assert BEGIN_QUOTE not in shown and END_QUOTE not in shown and ANSWER_PREFIX not in shown
+        assert verify_answer(from_display(shown), context, len(ex["sources"]), needs_quote=False) is None
 
 
 # ---------------------------------------------------------------- p, k, distractor source
@@ -275,7 +279,7 @@ def test_extractive_answers_quote_the_oracle(corpus: dict[str, Path], tmp_path: 
     assert stats["answer_generator"] == "extractive" and stats["train"]["failed"] == {}
     assert stats["train"]["answers"] == {"extractive": 19, "no_oracle": 5}
     for ex in train + test:
-        answer = ex["messages"][2]["content"]
+        answer = from_display(ex["messages"][2]["content"])
         assert verify_answer(answer, context_of(ex), len(ex["sources"]), needs_quote=False) is None
         if ex["oracle_present"]:
             assert ex["answer_source"] == "extractive"
@@ -325,7 +329,7 @@ def test_llm_answers_are_verified_cached_and_counted(corpus: dict[str, Path], tm
     assert {e["answer_source"] for e in train} == {f"llm:{MODEL}", "no_oracle"}
     for ex in train + test:
         if ex["oracle_present"]:
-            answer = ex["messages"][2]["content"]
+            answer = from_display(ex["messages"][2]["content"])
             quote = answer.split(BEGIN_QUOTE, 1)[1].split(END_QUOTE, 1)[0]
             assert quote in chunk_text(ex["oracle_id"])
     assert calls == 18 + 2 + 5  # 18 good + 1 bad answered twice (train), 5 with the oracle (test)

@@ -431,3 +431,37 @@ def test_demo_reranker_target_builds_and_is_incremental(tiny_model: Path, tmp_pa
         ("base", "finetuned"),
     }
     assert "| fine-tuned | fine-tuned |" in (ws / "reports" / "demo-reranker.md").read_text()
+
+
+def test_finetuned_reranker_reorders_ragds_own_result_objects(trained: Path) -> None:
+    """ragd's own HybridSearchResult (what hybrid_search returns) and SearchResult (what `ragd
+    search` prints) come back reordered, with the new score in the field ragd reads."""
+    try:
+        from ragd.search import SearchResult
+        from ragd.search.hybrid import HybridSearchResult
+    except ImportError:
+        if os.environ.get("RAGD_TRAIN_REQUIRE_RAGD") == "1":
+            raise
+        pytest.skip("ragd is not installed")
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    query, texts = QUERIES["d5"], list(DOCS.values())
+    expected = CrossEncoder(str(trained)).predict([(query, t) for t in texts])
+    order = [int(i) for i in np.argsort(-expected, kind="stable")]
+    hybrid = [
+        HybridSearchResult(
+            content=t, combined_score=0.5, semantic_score=0.5, keyword_score=None, semantic_rank=i + 1,
+            keyword_rank=None, rrf_score=0.01, document_id=f"d{i}", document_name=f"d{i}.md",
+            chunk_id=f"d{i}_chunk_0", chunk_index=0,
+        )
+        for i, t in enumerate(texts)
+    ]  # fmt: skip
+    out = FineTunedReranker(trained).rerank(query, hybrid, top_k=3)
+    assert [r.chunk_id for r in out] == [f"d{i}_chunk_0" for i in order[:3]]
+    assert out[0].combined_score == pytest.approx(float(expected[order[0]]), abs=1e-5)
+    assert all(isinstance(r, HybridSearchResult) for r in out) and hybrid[0].combined_score == 0.5
+    legacy = [SearchResult(content=t, score=0.5, document_id=f"d{i}", document_name=f"d{i}.md", chunk_index=0)
+              for i, t in enumerate(texts)]  # fmt: skip
+    out = FineTunedReranker(trained).rerank(query, legacy, top_k=2)
+    assert [r.document_id for r in out] == [f"d{i}" for i in order[:2]]
+    assert out[0].score == pytest.approx(float(expected[order[0]]), abs=1e-5)

@@ -104,6 +104,7 @@ def from_display(text: str) -> str:
     lines[-1] = f"{ANSWER_PREFIX} {lines[-1].strip()}"
     return "\n".join(lines)
 
+
 RAFT_PROMPT_VERSION = "raft-cot-v1"
 RAFT_PROMPT = """You write one worked answer for training a retrieval-augmented assistant.
 

@@ -254,7 +254,7 @@ def _train_model(
         if output is not None:
             shutil.copytree(built, output, dirs_exist_ok=False)
             built = output
-        hint(built, _index_folders(workspace, corpus[0], corpus[2], opts["configfiles"]))
+        hint(built, _index_folders(workspace, corpus, opts["configfiles"]))
         return
     from ragd_train.config import load_config
     from ragd_train.progress import setup_logging
@@ -276,18 +276,20 @@ def _fit_embeddings(data: Path, out: Path, config: dict[str, Any]) -> None:
     train_embeddings(data, out, EmbeddingTrainingConfig.from_workflow(config))
 
 
-def _index_folders(workspace: Path, corpus: str, path: str | None, configfiles: tuple[str, ...]) -> list[str]:
-    """The folders ``ragd index`` must re-read: from the snapshot's file paths, else the corpus path."""
+def _index_folders(
+    workspace: Path, corpus: tuple[str, str | None, str | None], configfiles: tuple[str, ...]
+) -> list[str]:
+    """The folders ``ragd index`` must re-read: the snapshot's file folders, else a documents folder."""
     from ragd_train.ragd_config import index_folders
 
-    if path is None:
+    name, source, path = corpus
+    if source is None:
         from ragd_train.config import load_config
 
-        cfg = load_config(configfiles).get("corpora", {}).get(corpus, {})
-        path = cfg.get("path") if cfg.get("source") in ("ragd", "documents") else None
-        if path and cfg.get("source") == "ragd":
-            path = None  # a ragd data dir is not what ragd indexes: the snapshot names the files
-    return index_folders(workspace / "snapshots" / f"{corpus}.jsonl", path)
+        cfg = load_config(configfiles).get("corpora", {}).get(name, {})
+        source, path = cfg.get("source"), cfg.get("path")
+    # a ragd data dir (source: ragd) is not what ragd indexes: only the snapshot names those files
+    return index_folders(workspace / "snapshots" / f"{name}.jsonl", path if source == "documents" else None)
 
 
 def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:

@@ -146,6 +146,26 @@ def _check_cross_fields(config: dict[str, Any]) -> None:
             )
 
 
+def read_yaml_mapping(file: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping (empty = {}); one-line errors naming the file and line."""
+    try:
+        data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InputError("config file not found", path=file) from None
+    except UnicodeDecodeError:
+        raise InputError("config file is not UTF-8 text", path=file) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}",
+            path=file,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError("config must be a mapping", path=file)
+    return data
+
+
 def load_config(
     extra_files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -153,20 +173,7 @@ def load_config(
     files = [default_config_path(), *[Path(f) for f in extra_files]]
     config: dict[str, Any] = {}
     for file in files:
-        try:
-            data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise InputError("config file not found", path=file) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputError(
-                f"invalid YAML: {getattr(exc, 'problem', exc)}",
-                path=file,
-                line=mark.line + 1 if mark else None,
-            ) from None
-        if not isinstance(data, dict):
-            raise InputError("config must be a mapping", path=file)
-        config = deep_merge(config, data)
+        config = deep_merge(config, read_yaml_mapping(file))
     if overrides:
         config = deep_merge(config, overrides)
     return validate_config(config, files, overrides)

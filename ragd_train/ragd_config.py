@@ -39,22 +39,9 @@ def ragd_config_path() -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from ragd_train.config import read_yaml_mapping
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("ragd config is not UTF-8 text", path=path) from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path, line=mark.line + 1 if mark else None
-        ) from None
-    if not isinstance(data, dict):
-        raise InputError("ragd config must be a mapping", path=path)
-    return data
+    return read_yaml_mapping(path)
 
 
 def _dig(data: dict[str, Any], dotted: str) -> Any:

@@ -20,3 +20,30 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# The snapshot: re-read from its source at every DAG build, written only by this job, under the lock.
+rule sync_snapshot:
+    input:
+        snapshot_source,
+    output:
+        "snapshots/{corpus}.jsonl",
+    log:
+        "logs/sync_snapshot/{corpus}.log",
+    benchmark:
+        "benchmarks/sync_snapshot/{corpus}.tsv"
+    localrule: True
+    run:
+        run_sync_snapshot(wildcards.corpus, log[0])
+
+
+onstart:
+    start_run()
+
+
+onsuccess:
+    finish_run(True)
+
+
+onerror:
+    finish_run(False)

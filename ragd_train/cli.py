@@ -193,7 +193,18 @@ def generate_data(
     default=None,
     help="Where the model goes [default: models/<corpus>-embeddings in the workspace].",
 )
-@click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option(
+    "--epochs", type=click.IntRange(1), default=None, help="Passes over the data at most [config: 1]."
+)
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(0),
+    default=None,
+    help="Training-loop budget; the steps are cut to fit, 0 = none [config: 10].",
+)
+@click.option(
+    "--max-steps", type=click.IntRange(1), default=None, help="Exactly this many steps (overrides both)."
+)
 @click.option("--batch-size", type=click.IntRange(2), default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--matryoshka-dims", default=None, help="Comma-separated dims, 'auto' or 'none'.")
@@ -207,6 +218,8 @@ def embeddings(
     base_model: str | None,
     output: Path | None,
     epochs: int | None,
+    budget_minutes: float | None,
+    max_steps: int | None,
     batch_size: int | None,
     learning_rate: float | None,
     matryoshka_dims: str | None,
@@ -224,6 +237,8 @@ def embeddings(
     training = _given(
         embedding_base_model=base_model,
         embedding_epochs=epochs,
+        embedding_budget_minutes=budget_minutes,
+        embedding_max_steps=max_steps,
         embedding_batch_size=batch_size,
         embedding_learning_rate=learning_rate,
         matryoshka_dims=dims,
@@ -335,6 +350,15 @@ def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
     help="Binary cross-entropy or listwise LambdaLoss [config: bce].",
 )
 @click.option("--epochs", type=click.IntRange(1), default=None)
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(0),
+    default=None,
+    help="Training-loop budget; the steps are cut to fit, 0 = none [config: 10].",
+)
+@click.option(
+    "--max-steps", type=click.IntRange(1), default=None, help="Exactly this many steps (overrides both)."
+)
 @click.option("--batch-size", type=click.IntRange(2), default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--max-length", type=click.IntRange(16), default=None, help="Tokens of query + passage.")
@@ -354,6 +378,8 @@ def reranker_cmd(
     kind: str | None,
     loss: str | None,
     epochs: int | None,
+    budget_minutes: float | None,
+    max_steps: int | None,
     batch_size: int | None,
     learning_rate: float | None,
     max_length: int | None,
@@ -367,6 +393,8 @@ def reranker_cmd(
         base_model=base_model,
         loss=loss,
         epochs=epochs,
+        budget_minutes=budget_minutes,
+        max_steps=max_steps,
         batch_size=batch_size,
         learning_rate=learning_rate,
         max_length=max_length,
@@ -593,6 +621,22 @@ def _workspace(path: Path | None) -> Path:
     from ragd_train.workspace import ragd_home
 
     return (path or ragd_home()).expanduser().resolve()
+
+
+@train.command("unlock")
+@workspace_option
+@click.option("--configfile", "configfiles", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@friendly_errors
+def unlock_cmd(workspace: Path | None, configfiles: tuple[str, ...]) -> None:
+    """Remove the locks a killed run left in the workspace (snakemake --unlock).
+
+    Only when no other `ragd train` or snakemake run is using the workspace.
+    """
+    from ragd_train.workspace import unlock_workspace
+
+    ws = _workspace(workspace)
+    unlock_workspace(ws, configfiles)
+    click.echo(f"Unlocked {ws}")
 
 
 @train.command("list")

@@ -492,15 +492,8 @@ def sync_snapshot(corpus: str, cfg: dict[str, Any], out_dir: str | Path = "snaps
     invalid, and nothing is touched when the serialised content is unchanged
     (a missing or mismatching manifest is repaired; the snapshot is not).
     """
-    _check_corpus_name(corpus)
-    if not isinstance(cfg, dict):
-        raise InputError(f"corpus {corpus!r}: config must be a mapping", field="corpus")
-    name = cfg.get("source")
-    located, origin = _read(name, cfg)
-    chunks = [chunk for chunk, _ in located]
-    validate_chunks(chunks, origin, [loc for _, loc in located])
-    data = serialise(chunks)
-    digest = hashlib.sha256(data).hexdigest()
+    name = cfg.get("source") if isinstance(cfg, dict) else None
+    chunks, data, digest = _snapshot_bytes(corpus, cfg)
     out = Path(out_dir)
     snapshot = out / f"{corpus}.jsonl"
     manifest_path = out / f"{corpus}.manifest.json"
@@ -526,6 +519,32 @@ def sync_snapshot(corpus: str, cfg: dict[str, Any], out_dir: str | Path = "snaps
         handle.write(data)
     write_json(manifest_path, manifest(datetime.now(timezone.utc)))
     return snapshot, True
+
+
+def _snapshot_bytes(corpus: str, cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], bytes, str]:
+    """Read and validate the source: ``(chunks, snapshot bytes, their sha256)``; writes nothing."""
+    _check_corpus_name(corpus)
+    if not isinstance(cfg, dict):
+        raise InputError(f"corpus {corpus!r}: config must be a mapping", field="corpus")
+    located, origin = _read(cfg.get("source"), cfg)
+    chunks = [chunk for chunk, _ in located]
+    validate_chunks(chunks, origin, [loc for _, loc in located])
+    data = serialise(chunks)
+    return chunks, data, hashlib.sha256(data).hexdigest()
+
+
+def snapshot_digest(corpus: str, cfg: dict[str, Any]) -> str:
+    """The sha256 the snapshot of ``corpus`` would have now; reads the source, writes nothing.
+
+    The workflow compares it with the snapshot on disk while it builds the DAG (also in a dry run or
+    a run the lock refuses); only the ``sync_snapshot`` job, run under the lock, writes.
+    """
+    return _snapshot_bytes(corpus, cfg)[2]
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a file's bytes, or None if it does not exist."""
+    return _file_sha256(Path(path))
 
 
 def _check_corpus_name(corpus: str) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +25,194 @@ def ensure_absent(output_dir: Path) -> None:
 
 @contextlib.contextmanager
 def staged_output(output_dir: str | Path) -> Iterator[Path]:
-    """Yield ``.{name}.*.tmp`` next to ``output_dir``; rename it onto ``output_dir`` when the block ends.
+    """Yield ``.{name}.pid<pid>@<host>.*.tmp`` beside ``output_dir``; rename it onto ``output_dir`` at end.
 
-    Any exception (a failed step, Ctrl-C) removes the staging directory; a SIGKILL leaves it behind,
-    and the next run of the same target removes it first.
+    Any exception (a failed step, Ctrl-C, and SIGTERM, which is turned into ``SystemExit`` while
+    the block runs) removes the staging directory. A SIGKILL leaves it behind: the next workflow
+    run (any target) or the next staging of the same target removes it once its owner is gone.
     """
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.parent.glob(f".{output_dir.name}.*.tmp"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    remove_stale_staging(output_dir.parent, name=output_dir.name)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{output_dir.name}.{owner_tag()}.", suffix=".tmp", dir=output_dir.parent)
+    )
     try:
-        yield staging
-        _open_up(staging)
-        staging.rename(output_dir)
+        with _sigterm_exits():
+            yield staging
+            _open_up(staging)
+            staging.rename(output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------ owners of hidden directories
+
+_OWNED = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]*)\.(?P<rest>.+)$")
+
+
+def owner_tag() -> str:
+    """``pid<pid>@<host>``: who made a staging or backup directory (host names made filename-safe)."""
+    return f"pid{os.getpid()}@{_host()}"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64]
+
+
+def _owner_gone(pid: int, host: str) -> bool:
+    """True when the owning process has exited. Another host's process cannot be checked: kept."""
+    if host != _host():
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _owned(folder: Path, suffix: str) -> tuple[str, int, str] | None:
+    """``(name, pid, host)`` of a ``.{name}.pid<pid>@<host>.<...>{suffix}`` directory, else None."""
+    match = _OWNED.match(folder.name)
+    if match is None or not folder.name.endswith(suffix):
+        return None
+    return match["name"], int(match["pid"]), match["host"]
+
+
+def remove_stale_staging(models_dir: str | Path, name: str | None = None) -> list[Path]:
+    """Remove staging directories (``.*.tmp``) in ``models_dir`` whose process is gone; return them.
+
+    A directory without an owner in its name (made before owners were recorded) counts as stale
+    only when ``name`` says which target is being staged now.
+    """
+    removed = []
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        return removed
+    for stale in sorted(folder.glob(".*.tmp")):
+        if not stale.is_dir() or stale.is_symlink():
+            continue
+        owner = _owned(stale, ".tmp")
+        if owner is None:
+            legacy = name is not None and stale.name.startswith(f".{name}.")
+            if not legacy:
+                continue
+        elif not _owner_gone(owner[1], owner[2]):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(stale)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``SystemExit(143)`` (so cleanup runs) instead of killing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ------------------------------------------------------------------ the last good model survives
+
+
+def _backup_name(model_dir: Path, tag: str) -> Path:
+    return model_dir.parent / f".{model_dir.name}.{tag}.previous"
+
+
+def backup_models(model_dirs: Iterable[str | Path]) -> dict[Path, Path]:
+    """Hard-link copy every existing model directory a run is about to rebuild; return ``{dir: backup}``.
+
+    Snakemake removes a job's output before the job runs; the copy (hard links: no extra space)
+    is what ``finish_backups`` puts back when the rebuild fails.
+    """
+    backups: dict[Path, Path] = {}
+    for item in model_dirs:
+        model_dir = Path(item)
+        if not model_dir.is_dir() or model_dir.is_symlink():
+            continue
+        backup = _backup_name(model_dir, owner_tag())
+        shutil.rmtree(backup, ignore_errors=True)
+        try:
+            shutil.copytree(model_dir, backup, symlinks=True, copy_function=_link_or_copy)
+        except OSError:
+            shutil.rmtree(backup, ignore_errors=True)
+            raise
+        backups[model_dir] = backup
+    return backups
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def finish_backups(backups: dict[Path, Path], success: bool) -> list[Path]:
+    """Drop the backups after a run; after a failed one, put back every model the run left missing.
+
+    A restored model is marked out of date (its Snakemake timestamp is set to the epoch), so the
+    next run rebuilds it, while whatever uses it (ragd) keeps the last good model meanwhile.
+    Returns the restored directories.
+    """
+    restored = []
+    for model_dir, backup in backups.items():
+        if not backup.is_dir():
+            continue
+        if not success and not model_dir.exists():
+            _restore(backup, model_dir)
+            restored.append(model_dir)
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
+    return restored
+
+
+def _restore(backup: Path, model_dir: Path) -> None:
+    backup.rename(model_dir)
+    stamp = model_dir / ".snakemake_timestamp"
+    stamp.touch()
+    os.utime(stamp, (0, 0))
+
+
+def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
+    """Backups of a run that was killed before it could finish them: restore or drop them.
+
+    Returns the model directories restored (those the killed run had left missing).
+    """
+    restored = []
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        return restored
+    for backup in sorted(folder.glob(".*.previous")):
+        owner = _owned(backup, ".previous")
+        if owner is None or not backup.is_dir() or not _owner_gone(owner[1], owner[2]):
+            continue
+        model_dir = folder / owner[0]
+        if model_dir.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            _restore(backup, model_dir)
+            restored.append(model_dir)
+    return restored
 
 
 def _open_up(folder: Path) -> None:

@@ -7,7 +7,14 @@ from snakemake.utils import min_version, validate
 
 from ragd_train.config import resolve_corpus, validate_config
 from ragd_train.errors import RagdTrainError
-from ragd_train.snapshot import sync_snapshot
+from ragd_train.snapshot import file_sha256, snapshot_digest, sync_snapshot
+from ragd_train.staging import (
+    backup_models,
+    finish_backups,
+    recover_orphaned_backups,
+    remove_stale_staging,
+)
+from ragd_train.workspace import check_embedding_config
 
 min_version("9.0")
 
@@ -32,20 +39,101 @@ def all_targets():
 
 
 @lru_cache(maxsize=None)
-def synced_snapshot(corpus):
-    """Re-read the corpus source; rewrite the snapshot only when its content changed."""
+def snapshot_digest_of(corpus):
+    """The sha256 the corpus's snapshot would have now: its source is read, nothing is written."""
     source = resolve_corpus(
         config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
     )
     try:
-        path, _changed = sync_snapshot(corpus, source, "snapshots")
+        return snapshot_digest(corpus, source)
     except RagdTrainError as exc:
         sys.exit(f"Error: corpus '{corpus}': {exc}")
-    return str(path)
+
+
+def snapshot_source(wildcards):
+    """Input function of sync_snapshot, run while the DAG is built (also with -n): it only reads.
+
+    A snapshot whose content differs from its source is forced to resync; one that matches is left
+    alone (no job, no new mtime, nothing downstream reruns). The write itself is the job, run
+    under Snakemake's lock, so a dry run or a run the lock refuses writes nothing.
+    """
+    path = f"snapshots/{wildcards.corpus}.jsonl"
+    digest = snapshot_digest_of(wildcards.corpus)
+    if file_sha256(path) not in (None, digest):
+        workflow.dag.forcefiles.add(path)
+    return []
 
 
 def snapshot_of(wildcards):
-    return synced_snapshot(wildcards.corpus)
+    return f"snapshots/{wildcards.corpus}.jsonl"
+
+
+def run_sync_snapshot(corpus, log_path):
+    """The sync_snapshot job: write snapshots/<corpus>.jsonl and its manifest from the source."""
+    source = resolve_corpus(
+        config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
+    )
+    path, changed = sync_snapshot(corpus, source, "snapshots")
+    Path(log_path).write_text(f"{path}: {'updated' if changed else 'unchanged'}\n")
+
+
+def questions_of(wildcards):
+    """The corpus's natural-question file (corpora.<name>.questions), if it has one."""
+    corpus = config["corpora"][wildcards.corpus]
+    if "questions" not in corpus:
+        return []
+    return resolve_corpus(corpus, [Path(workflow.main_snakefile).parent])["questions"]
+
+
+# ---------------------------------------------------------------- a failed run changes nothing
+# onstart (Snakefile) runs after the lock is taken and the DAG is built, before any job runs (never
+# in a dry run); onsuccess / onerror when the run ends.
+MODEL_BACKUPS = {}
+
+
+def start_run():
+    """Refuse a config a rebuild would fail on; tidy after killed runs; back up models to rebuild."""
+    jobs = list(workflow.dag.needrun_jobs())
+    if any(job.rule.name == "train_embeddings" for job in jobs):
+        try:
+            check_embedding_config(config)
+        except RagdTrainError as exc:
+            sys.exit(f"Error: {exc}")
+    remove_stale_staging("models")
+    for restored in recover_orphaned_backups("models"):
+        forget_incomplete(restored)
+        print(
+            f"Restored {restored} (left by a killed run; out of date)", file=sys.stderr
+        )
+    rebuilt = {
+        str(f) for job in jobs for f in job.output if str(f).startswith("models/")
+    }
+    MODEL_BACKUPS.update(backup_models(sorted(rebuilt)))
+
+
+def forget_incomplete(path):
+    """A restored model is the last good one, not a half-written output: drop Snakemake's
+    incomplete mark (left when a job is cancelled) so the next run does not refuse it.
+    """
+    from snakemake.io import IOFile
+
+    workflow.persistence.cleanup_metadata(IOFile(str(path)))
+
+
+def finish_run(success):
+    """Drop the backups; after a failure, put back each model the run removed and did not rebuild."""
+    for restored in finish_backups(MODEL_BACKUPS, success):
+        forget_incomplete(restored)
+        print(
+            f"Kept the last good {restored} (its rebuild failed; still out of date)",
+            file=sys.stderr,
+        )
+    MODEL_BACKUPS.clear()
+
+
+def strict_questions(wildcards):
+    """Unknown documents in the questions are an error, unless `limit` cut the corpus."""
+    return "limit" not in config["corpora"][wildcards.corpus]
 
 
 def section(name, *keys):

@@ -180,17 +180,21 @@ def load_config(
 
 
 def resolve_corpus(cfg: Mapping[str, Any], base_dirs: Iterable[str | Path]) -> dict[str, Any]:
-    """Copy of a corpus config whose relative ``path`` is made absolute.
+    """Copy of a corpus config whose relative ``path`` (and ``questions``) are made absolute.
 
     A relative path is looked up in the working directory (the workspace) first, then in
     each of ``base_dirs`` (the workflow directory, for the shipped demo corpus).
     """
     resolved = dict(cfg)
-    path = Path(str(cfg["path"])).expanduser()
-    if not path.is_absolute():
-        for base in [Path.cwd(), *[Path(b) for b in base_dirs]]:
-            if (base / path).exists():
-                path = base / path
-                break
-    resolved["path"] = str(path.resolve())
+    bases = [Path.cwd(), *[Path(b) for b in base_dirs]]
+    for key in ("path", "questions"):
+        if key not in cfg:
+            continue
+        path = Path(str(cfg[key])).expanduser()
+        if not path.is_absolute():
+            for base in bases:
+                if (base / path).exists():
+                    path = base / path
+                    break
+        resolved[key] = str(path.resolve())
     return resolved

@@ -13,7 +13,7 @@ from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
 from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, peak_memory_mb
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
-from ragd_train.trainer_setup import progress_callback, trainer_arguments
+from ragd_train.trainer_setup import TrainingBudget, plan_message, plan_training, trainer_arguments
 
 log = logging.getLogger("ragd_train")
 
@@ -29,11 +29,13 @@ class EmbeddingTrainingConfig:
     """Everything that decides the trained weights."""
 
     base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    epochs: int = 3
+    epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
-    max_seq_length: int = 256
+    max_seq_length: int = 128
+    budget_minutes: float = 10.0  # 0 = no time limit; the epochs still bound the steps
+    max_steps: int | None = None  # a fixed step count (reproducible anywhere); overrides the budget
     loss: str = "auto"  # auto | mnrl | cached_mnrl | margin_mse | distill_kl
     mini_batch_size: int = 16
     hard_negatives: int = 1
@@ -50,6 +52,8 @@ class EmbeddingTrainingConfig:
             learning_rate=float(t["embedding_learning_rate"]),
             warmup_ratio=t["embedding_warmup_ratio"],
             max_seq_length=t["embedding_max_seq_length"],
+            budget_minutes=float(t["embedding_budget_minutes"]),
+            max_steps=t["embedding_max_steps"],
             loss=t["embedding_loss"],
             mini_batch_size=t["embedding_mini_batch_size"],
             hard_negatives=t["embedding_hard_negatives"],
@@ -329,17 +333,18 @@ def train_embeddings(
             args=args,
             train_dataset=dataset,
             loss=build_loss(model, cfg, dims, loss),
-            callbacks=[progress_callback(steps_per_epoch * cfg.epochs, history)],
         )
-        log.info(
-            "training %s with %s on %d examples for %d epochs (%d steps/epoch, dims %s)",
-            cfg.base_model,
-            loss,
-            len(rows),
-            cfg.epochs,
+        plan = plan_training(
+            trainer,
+            accumulation,
             steps_per_epoch,
-            dims or "-",
+            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "training.embedding_"),
+            cfg.seed,
+            history,
         )
+        message = plan_message(plan, f"{cfg.base_model} with {loss}", len(rows), batch_size)
+        log.info("%s (dims %s)", message, dims or "-")
+        print(message, flush=True)
         train_start = time.monotonic()
         trainer.train()
         train_time = time.monotonic() - train_start
@@ -353,6 +358,7 @@ def train_embeddings(
                 "base_model": cfg.base_model,
                 "base_model_path": resolved,
                 "training_examples": len(rows),
+                "training_plan": plan,
                 "loss": loss,
                 "output_dimension": model_dim,
                 "matryoshka_dims": dims,

@@ -61,6 +61,8 @@ class RerankerTrainingConfig:
     max_length: int = 256
     negatives: int = 5
     mini_batch_size: int = 16
+    budget_minutes: float = 10.0  # 0 = no time limit; the epochs still bound the steps
+    max_steps: int | None = None  # a fixed step count; overrides epochs and the budget
     seed: int = 42
 
     @classmethod
@@ -79,6 +81,8 @@ class RerankerTrainingConfig:
             max_length=r.get("max_length", d.max_length),
             negatives=r.get("negatives_per_query", d.negatives),
             mini_batch_size=r.get("mini_batch_size", d.mini_batch_size),
+            budget_minutes=float(r.get("budget_minutes", d.budget_minutes)),
+            max_steps=r.get("max_steps", d.max_steps),
             seed=config.get("seed", d.seed),
         )
 
@@ -319,7 +323,7 @@ def train_reranker(
     import torch
     from transformers import PrinterCallback
 
-    from ragd_train.trainer_setup import progress_callback, trainer_arguments
+    from ragd_train.trainer_setup import TrainingBudget, plan_message, plan_training, trainer_arguments
 
     start = time.monotonic()
     cfg.check()
@@ -365,21 +369,23 @@ def train_reranker(
             args=args,
             train_dataset=dataset,
             loss=build_loss(model, cfg),
-            callbacks=[progress_callback(steps_per_epoch * cfg.epochs, history)],
         )
         trainer.remove_callback(PrinterCallback)  # our callback logs each step once
-        log.info(
-            "training a %s reranker from %s on %d queries (%d rows, %s loss, %d negatives/query) "
-            "for %d epochs (%d steps/epoch)",
-            cfg.kind,
-            base.path if base.fallback_used else cfg.base_model,
-            len(rows),
-            len(dataset),
-            "mnrl" if cfg.kind == "colbert" else cfg.loss,
-            cfg.negatives,
-            cfg.epochs,
+        plan = plan_training(
+            trainer,
+            1,
             steps_per_epoch,
+            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "reranker."),
+            cfg.seed,
+            history,
         )
+        what = (
+            f"a {cfg.kind} reranker from {base.path if base.fallback_used else cfg.base_model} "
+            f"({'mnrl' if cfg.kind == 'colbert' else cfg.loss} loss, {cfg.negatives} negatives/query)"
+        )
+        message = plan_message(plan, what, len(dataset), batch_size)
+        log.info("%s", message)
+        print(message, flush=True)
         train_start = time.monotonic()
         trainer.train()
         train_time = time.monotonic() - train_start
@@ -399,6 +405,7 @@ def train_reranker(
                 "loss": "mnrl" if cfg.kind == "colbert" else cfg.loss,
                 "training_examples": len(rows),
                 "training_rows": len(dataset),
+                "training_plan": plan,
                 "score": "maxsim" if cfg.kind == "colbert" else "sigmoid",
                 "loss_history": history,
                 "train_time_s": round(train_time, 2),
@@ -679,14 +686,18 @@ def evaluate_rerankers(
     seed: int = 42,
     include_base_reranker: bool = True,
     embed: Callable[[str, list[str]], np.ndarray] | None = None,
+    questions_path: str | Path | None = None,
+    strict_questions: bool = True,
 ) -> dict[str, Any]:
     """Retrieve the top ``candidates`` with each embedding model, rerank them with each reranker.
 
     Every combination (retriever x {none, base reranker, fine-tuned reranker}) gets NDCG@10 and
-    MRR@10 with a 95% bootstrap CI of its mean and of its difference to the retriever alone.
-    ``embed(model_name, texts)`` replaces the encoder (a benchmark passes a cached one).
+    MRR@10 with a 95% bootstrap CI of its mean and of its difference to the retriever alone, on
+    the held-out synthetic queries and, with ``questions_path``, on natural questions (a hit per
+    document; then the headline). ``embed(model_name, texts)`` replaces the encoder (the rule
+    passes the embedding cache's).
     """
-    from ragd_train.evaluation import corpus_from_test, load_test_set
+    from ragd_train.evaluation import corpus_from_test, load_questions, load_test_set, to_documents
     from ragd_train.ir_metrics import METRICS, normalize, recall_at_k, retrieve
     from ragd_train.mining import encode, load_encoder
     from ragd_train.snapshot import load_snapshot
@@ -704,6 +715,13 @@ def evaluate_rerankers(
     qids = list(queries)
     qrels = [qrels_map[q] for q in qids]
     qtexts = [queries[q] for q in qids]
+    # (name, first query, end, qrels, level): the natural questions follow the synthetic queries
+    sets = [("synthetic", 0, len(qids), qrels, "chunk")]
+    if questions_path:
+        nq, nq_qrels = load_questions(questions_path, chunks, strict=strict_questions)
+        sets.insert(0, ("questions", len(qids), len(qids) + len(nq), [nq_qrels[q] for q in nq], "document"))
+        qtexts += list(nq.values())
+    document_of = {c["chunk_id"]: c["document_id"] for c in chunks}
     k = min(candidates, len(doc_ids))
     timings: dict[str, float] = {}
 
@@ -739,7 +757,7 @@ def evaluate_rerankers(
             notes[side] = (scorer.note or f"'{name}' has no trained scoring head") + (
                 ": its head is untrained (a cross-encoder's scores are noise), shown for completeness"
             )
-        per_query = [sorted({int(d) for r in top.values() for d in r[i]}) for i in range(len(qids))]
+        per_query = [sorted({int(d) for r in top.values() for d in r[i]}) for i in range(len(qtexts))]
         got = scorer.score(qtexts, [[texts[d] for d in docs] for docs in per_query])
         scores[side] = {
             (i, d): float(s) for i, docs in enumerate(per_query) for d, s in zip(docs, got[i], strict=True)
@@ -747,33 +765,49 @@ def evaluate_rerankers(
         timings[f"rerank_{side}"] = round(time.monotonic() - t, 2)
         del scorer
 
-    def metrics(ranked: list[list[str]]) -> dict[str, np.ndarray]:
-        return {f"{m}@{c}": METRICS[m](ranked, qrels, c) for m, cut in KS.items() for c in cut}
-
     combos: list[dict[str, Any]] = []
-    per_query: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     recall: dict[str, float] = {}
-    for retr, idx in top.items():
-        plain = [[doc_ids[d] for d in row] for row in idx]
-        recall[retr] = float(recall_at_k(plain, qrels, k).mean())
-        per_query[(retr, "none")] = metrics(plain)
-        for rr in rerankers:
-            ranked = []
-            for i, row in enumerate(idx):
-                order = sorted(range(len(row)), key=lambda j, i=i, row=row: -scores[rr][(i, int(row[j]))])
-                ranked.append([doc_ids[int(row[j])] for j in order])
-            per_query[(retr, rr)] = metrics(ranked)
-    for (retr, rr), values in per_query.items():
-        combos.append(
-            {
-                "retriever": retr,
-                "reranker": rr,
-                "metrics": _metric_rows(values, per_query[(retr, "none")], bootstrap_samples, seed),
-            }
-        )
+    for set_name, lo, hi, set_qrels, level in sets:
+
+        def metrics(ranked: list[list[str]], set_qrels=set_qrels, level=level) -> dict[str, np.ndarray]:
+            if level == "document":
+                ranked = to_documents(ranked, document_of)
+            return {f"{m}@{c}": METRICS[m](ranked, set_qrels, c) for m, cut in KS.items() for c in cut}
+
+        per_query: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        for retr, idx in top.items():
+            plain = [[doc_ids[d] for d in row] for row in idx[lo:hi]]
+            if set_name == sets[0][0]:
+                ranked_docs = to_documents(plain, document_of) if level == "document" else plain
+                recall[retr] = float(recall_at_k(ranked_docs, set_qrels, k).mean())
+            per_query[(retr, "none")] = metrics(plain)
+            for rr in rerankers:
+                ranked = []
+                for i, row in enumerate(idx[lo:hi], start=lo):
+                    order = sorted(range(len(row)), key=lambda j, i=i, row=row: -scores[rr][(i, int(row[j]))])
+                    ranked.append([doc_ids[int(row[j])] for j in order])
+                per_query[(retr, rr)] = metrics(ranked)
+        for (retr, rr), values in per_query.items():
+            combos.append(
+                {
+                    "test_set": set_name,
+                    "retriever": retr,
+                    "reranker": rr,
+                    "metrics": _metric_rows(values, per_query[(retr, "none")], bootstrap_samples, seed),
+                }
+            )
     main_retriever = "finetuned" if "finetuned" in top else "base"
-    head_row = next(c for c in combos if c["retriever"] == main_retriever and c["reranker"] == "finetuned")
-    alone = next(c for c in combos if c["retriever"] == main_retriever and c["reranker"] == "none")
+    primary = sets[0][0]
+    head_row = next(
+        c
+        for c in combos
+        if c["test_set"] == primary and c["retriever"] == main_retriever and c["reranker"] == "finetuned"
+    )
+    alone = next(
+        c
+        for c in combos
+        if c["test_set"] == primary and c["retriever"] == main_retriever and c["reranker"] == "none"
+    )
     h = head_row["metrics"][HEADLINE]
     improved = h["delta"] > 0
     return {
@@ -785,12 +819,14 @@ def evaluate_rerankers(
         "test_data": str(test_path),
         "snapshot": str(snapshot_path) if snapshot_path else "positives and negatives of the test data",
         "queries": len(qids),
+        "questions": str(questions_path) if questions_path else None,
         "corpus_size": len(doc_ids),
         "candidates": k,
         f"recall@{k}": recall,
         "combinations": combos,
         "headline": {
             "metric": HEADLINE,
+            "test_set": primary,
             "retriever": main_retriever,
             "comparison": f"{main_retriever} embeddings + fine-tuned reranker vs the embeddings alone",
             "base": alone["metrics"][HEADLINE]["mean"],
@@ -816,6 +852,8 @@ def reranker_message(report: dict[str, Any]) -> str:
         f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}], p={h['p_value']:.3g})"
     )
     who = f"the {NAMES[h['retriever']]} embedding model's top {report['candidates']}"
+    if h.get("test_set") == "questions":
+        numbers = f"natural questions: {numbers}"
     if report["verdict"] == "improves":
         return f"Reranking {who} with the fine-tuned reranker improves retrieval: {numbers}."
     return f"Reranking {who} with the fine-tuned reranker does NOT improve retrieval: {numbers}."
@@ -845,9 +883,9 @@ def markdown_reranker_report(report: dict[str, Any]) -> str:
         if note:
             lines += [f"> {NAMES[side]} reranker: {note}", ""]
     lines += [
-        "| embeddings | reranker | NDCG@10 [95% CI] | vs embeddings alone "
+        "| test set | embeddings | reranker | NDCG@10 [95% CI] | vs embeddings alone "
         "| MRR@10 [95% CI] | vs embeddings alone |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in report["combinations"]:
         cells = []
@@ -860,7 +898,10 @@ def markdown_reranker_report(report: dict[str, Any]) -> str:
                 else f"{m['delta']:+.4f} [{m['delta_ci_low']:+.4f}, {m['delta_ci_high']:+.4f}], "
                 f"p={m['p_value']:.3g}"
             )
-        lines.append(f"| {NAMES[c['retriever']]} | {NAMES[c['reranker']]} | " + " | ".join(cells) + " |")
+        test_set = c.get("test_set", "synthetic")
+        lines.append(
+            f"| {test_set} | {NAMES[c['retriever']]} | {NAMES[c['reranker']]} | " + " | ".join(cells) + " |"
+        )
     lines += ["", f"Timings (s): {json.dumps(report['timings_s'])}"]
     return "\n".join(lines) + "\n"
 

@@ -20,6 +20,8 @@ rule train_embeddings:
             "training",
             "embedding_base_model",
             "embedding_epochs",
+            "embedding_budget_minutes",
+            "embedding_max_steps",
             "embedding_batch_size",
             "embedding_learning_rate",
             "embedding_warmup_ratio",

@@ -3,6 +3,7 @@ rule evaluate_embeddings:
         model="models/{corpus}-embeddings",
         test="training_data/{corpus}/test.jsonl",
         snapshot=snapshot_of,
+        questions=questions_of,
     output:
         json="reports/{corpus}-embeddings.json",
         md="reports/{corpus}-embeddings.md",
@@ -23,6 +24,7 @@ rule evaluate_embeddings:
         runtime=60,
     params:
         seed=config["seed"],
+        strict_questions=strict_questions,
         base_model=config["training"]["embedding_base_model"],
         evaluation=section("evaluation"),
     script:

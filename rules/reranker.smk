@@ -23,6 +23,8 @@ rule train_reranker:
             "fallback_model",
             "loss",
             "epochs",
+            "budget_minutes",
+            "max_steps",
             "batch_size",
             "learning_rate",
             "warmup_ratio",
@@ -40,6 +42,7 @@ rule evaluate_reranker:
         embeddings="models/{corpus}-embeddings",
         test="training_data/{corpus}/test.jsonl",
         snapshot=snapshot_of,
+        questions=questions_of,
     output:
         json="reports/{corpus}-reranker.json",
         md="reports/{corpus}-reranker.md",
@@ -55,6 +58,7 @@ rule evaluate_reranker:
         runtime=120,
     params:
         seed=config["seed"],
+        strict_questions=strict_questions,
         embedding_base=config["training"]["embedding_base_model"],
         reranker=section(
             "reranker", "base_model", "fallback_model", "max_length", "candidates"

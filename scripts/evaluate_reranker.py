@@ -1,7 +1,21 @@
 """Rule script: the embedding models' top candidates reranked by the base and the fine-tuned reranker."""
 
+from functools import cache
+
+from ragd_train.mining import CachedEncoder
 from ragd_train.reranker import evaluate_rerankers, reranker_message, write_reranker_report
 from ragd_train.workflow import rule_log
+
+
+@cache
+def encoder(name):
+    return CachedEncoder(name, "cache")
+
+
+def embed(name, texts):
+    """Embeddings through the cache that generate-data and the embeddings report filled."""
+    return encoder(name).encode(texts)
+
 
 with rule_log(snakemake):
     settings = snakemake.config["reranker"]
@@ -17,6 +31,9 @@ with rule_log(snakemake):
         max_length=settings["max_length"],
         bootstrap_samples=snakemake.params.bootstrap_samples,
         seed=snakemake.config["seed"],
+        embed=embed,
+        questions_path=snakemake.input.get("questions") or None,
+        strict_questions=snakemake.params.strict_questions,
     )
     write_reranker_report(report, snakemake.output.json, snakemake.output.md)
     print(reranker_message(report))

@@ -32,7 +32,10 @@ def test_defaults_filled_from_the_schema() -> None:
     assert config["seed"] == 42
     assert config["training"]["query_generator"] == "auto"
     assert config["training"]["nollm_strategies"] == ["heading", "ict", "keywords"]
-    assert config["training"]["embedding_epochs"] == 3
+    assert config["training"]["embedding_epochs"] == 1
+    assert config["training"]["embedding_budget_minutes"] == 10
+    assert config["training"]["embedding_max_steps"] is None
+    assert config["evaluation"]["mode"] == "hybrid" and config["evaluation"]["require_significant"]
     assert config["training"]["matryoshka_dims"] == "auto"
     assert config["mining"] == {
         "model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -98,7 +101,7 @@ def test_extra_files_and_overrides_merge_in_order(tmp_path: Path) -> None:
     config = load_config([one, two], {"training": {"test_ratio": 0.5}})
     assert config["training"]["queries_per_chunk"] == 6
     assert config["training"]["test_ratio"] == 0.5
-    assert config["training"]["embedding_epochs"] == 3  # from config.yaml, untouched
+    assert config["training"]["embedding_epochs"] == 1  # from config.yaml, untouched
     assert config["seed"] == 1
     assert config["corpora"]["demo"]["path"] == "data/demo"
 

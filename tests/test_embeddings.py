@@ -353,3 +353,37 @@ def test_training_data_of_the_wrong_type_is_refused_at_its_line(
     data.write_text(f"{good}\n\n\n{good}\n\n\n{bad}\n")
     with pytest.raises(InputError, match=rf"mine.jsonl:7: field '{field}': expected a string, got {kind}"):
         read_training_records(data)
+
+
+def test_budget_cuts_the_steps_to_what_fits_and_max_steps_overrides() -> None:
+    from ragd_train.trainer_setup import TrainingBudget, plan_steps
+
+    cut = plan_steps(TrainingBudget(2, 1, None, "training.embedding_"), steps_per_epoch=100, step_time=2.0)
+    assert (cut["steps"], cut["full_steps"]) == (30, 200)
+    assert cut["limited_by"] == "training.embedding_budget_minutes" and cut["estimate_s"] == 60.0
+    fits = plan_steps(TrainingBudget(2, 1, None, "reranker."), steps_per_epoch=10, step_time=2.0)
+    assert (fits["steps"], fits["limited_by"]) == (20, "reranker.epochs")
+    assert plan_steps(TrainingBudget(1, 0, None, "x."), 100, None)["steps"] == 100
+    fixed = plan_steps(TrainingBudget(1, 1, 7, "x."), 100, None)
+    assert (fixed["steps"], fixed["limited_by"]) == (7, "x.max_steps")
+
+
+def test_training_budget_is_measured_printed_and_obeyed(
+    tiny_model: Path, train_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = EmbeddingTrainingConfig(
+        base_model=str(tiny_model), epochs=50, batch_size=2, learning_rate=1e-3, budget_minutes=0.001
+    )
+    meta = train_embeddings(train_file, tmp_path / "budget", cfg)
+    plan = meta["training_plan"]
+    assert plan["limited_by"] == "training.embedding_budget_minutes" and plan["step_time_s"] > 0, plan
+    assert plan["steps"] < plan["full_steps"]  # the step time is stored rounded to 1 ms:
+    assert plan["steps"] == 1 or (plan["steps"] - 1) * (plan["step_time_s"] - 0.0005) <= 0.06
+    assert len(meta["loss_history"]) == plan["steps"], "training ran past its plan"
+    printed = capsys.readouterr().out
+    assert f"{plan['steps']} steps of 2" in printed and "s/step measured" in printed, printed
+    assert "cut from 150 steps" in printed, printed
+    fixed = train_embeddings(
+        train_file, tmp_path / "fixed", EmbeddingTrainingConfig(base_model=str(tiny_model), max_steps=2)
+    )
+    assert len(fixed["loss_history"]) == 2 and fixed["training_plan"]["step_time_s"] is None

@@ -228,3 +228,77 @@ def test_ragas_llm_metrics_run_through_ollamas_api(test_set: tuple[Path, Path], 
     assert again["ragas"]["llm_judged"] == judged
     write_report(report, tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png")
     assert "LLM-judged by ollama:llama3.2:3b on 4 queries" in (tmp_path / "r.md").read_text()
+
+
+def _row(delta: float, low: float, high: float) -> dict:
+    return {"base": 0.5, "finetuned": 0.5 + delta, "delta": delta, "ci_low": low, "ci_high": high}
+
+
+def test_gate_needs_a_significant_gain_and_no_significant_loss_anywhere() -> None:
+    from ragd_train.evaluation import gate_reasons
+
+    def rows(*heads: dict) -> list[dict]:
+        return [
+            {"test_set": s, "mode": m, "metrics": {"ndcg@10": h}}
+            for (s, m), h in zip([("questions", "hybrid"), ("synthetic", "dense")], heads, strict=False)
+        ]
+
+    win = _row(0.03, 0.01, 0.05)
+    assert gate_reasons(win, rows(win, _row(0.02, -0.01, 0.04)), 0.0, True) == []
+    assert gate_reasons(_row(0.0, 0.0, 0.0), rows(), 0.0, True) == ["no gain"]
+    unsure = _row(0.03, -0.01, 0.07)
+    assert "CI of the gain reaches zero" in gate_reasons(unsure, rows(unsure), 0.0, True)[0]
+    assert gate_reasons(unsure, rows(unsure), 0.0, False) == []
+    assert "below evaluation.require_improvement" in gate_reasons(win, rows(win), 0.05, True)[0]
+    hurt = gate_reasons(win, rows(win, _row(-0.04, -0.06, -0.02)), 0.0, True)
+    assert hurt == ["a significant NDCG@10 loss on synthetic dense"]
+
+
+def test_questions_are_checked_against_the_corpus_at_their_line(tmp_path: Path) -> None:
+    from ragd_train.errors import InputError
+    from ragd_train.evaluation import load_questions
+
+    chunks = [{"chunk_id": "a_chunk_0", "document_id": "a", "text": "x"}]
+    good = tmp_path / "q.jsonl"
+    good.write_text('{"query_id": "n1", "query": "why x", "documents": ["a"]}\n')
+    assert load_questions(good, chunks) == ({"n1": "why x"}, {"n1": {"a": 1}})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "why x", "documents": ["a"]}\n\n\n{"query": "why y", "documents": ["b"]}\n')
+    with pytest.raises(InputError) as err:
+        load_questions(bad, chunks)
+    assert (err.value.line, err.value.field) == (4, "documents") and "'b'" in str(err.value)
+    bad.write_text('{"query": "why x", "documents": "a"}\n')
+    with pytest.raises(InputError, match="non-empty list"):
+        load_questions(bad, chunks)
+
+
+@pytest.mark.parametrize("with_ragd", [True, False])
+def test_hybrid_search_fuses_ragd_bm25_with_the_dense_ranking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_ragd: bool
+) -> None:
+    """A chunk that only keyword search finds enters the fused top. (ragd's FTS5 query ANDs every
+    term, so the query holds only words of the chunk.)"""
+    from ragd_train.evaluation import HybridSearch
+
+    if with_ragd:
+        pytest.importorskip("ragd.search.bm25")
+    else:
+        monkeypatch.setitem(__import__("sys").modules, "ragd", None)
+    chunks = [
+        {"chunk_id": f"c{i}", "document_id": f"d{i}", "text": text}
+        for i, text in enumerate(
+            [
+                "Rotate the master key with nimbus keys rotate.",
+                "Backups run nightly at two.",
+                "Error NV-5041 means the vault is sealed after a restart.",
+                "Webhooks retry five times.",
+            ]
+        )
+    ]
+    search = HybridSearch(chunks, tmp_path)
+    assert ("ragd 1.0" in search.implementation) is with_ragd
+    dense = [["c1", "c3", "c0", "c2"]]  # the dense model misses the error code
+    fused = search.rank(["vault sealed NV-5041"], dense, 2)
+    assert search.keyword(["vault sealed NV-5041"], 3)[0][0] == "c2"
+    assert fused[0][0] == "c2" or fused[0][:2] == ["c1", "c2"], fused
+    assert "c2" in fused[0] and len(fused[0]) == 2

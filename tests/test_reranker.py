@@ -29,6 +29,7 @@ from ragd_train.reranker import (
     markdown_reranker_report,
     ragd_reranker_hint,
     rerank,
+    reranker_message,
     resolve_reranker_base,
     train_reranker,
     with_score,
@@ -319,6 +320,27 @@ def test_evaluation_report_has_every_combination(tiny_model: Path, trained: Path
     assert "head is untrained" in report["reranker_notes"]["base"]
     md = markdown_reranker_report(report)
     assert "| fine-tuned | fine-tuned |" in md and "| base | none |" in md and "recall@4 of" in md
+    # Natural questions (a hit per document) join the synthetic queries and take the headline.
+    questions = tmp_path / "questions.jsonl"
+    docs = sorted({r["source_document"] for r in _records()})
+    write_jsonl(questions, [{"query_id": "n1", "query": _records()[0]["query"], "documents": docs[:1]}])
+    both = evaluate_rerankers(
+        trained,
+        tiny_model,
+        str(tiny_model),
+        MISSING,
+        test,
+        None,
+        reranker_fallback=str(tiny_model),
+        candidates=4,
+        max_length=64,
+        bootstrap_samples=200,
+        questions_path=questions,
+    )
+    assert {c["test_set"] for c in both["combinations"]} == {"questions", "synthetic"}
+    assert both["headline"]["test_set"] == "questions" and "natural questions" in reranker_message(both)
+    synthetic = [c for c in both["combinations"] if c["test_set"] == "synthetic"]
+    assert [c["metrics"] for c in synthetic] == [c["metrics"] for c in report["combinations"]]
 
 
 # ---------------------------------------------------------------- the CLI

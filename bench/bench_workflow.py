@@ -1,0 +1,220 @@
+"""The workflow's own targets with the shipped defaults, on the demo and on BEIR SciFact.
+
+For each corpus, one fresh Snakemake run of ``reports/<corpus>-embeddings.json`` (and, with
+``--reranker``, ``reports/<corpus>-reranker.json``) in its own working directory, with
+``config/config.yaml`` as shipped; SciFact adds only its corpus entry (``source: beir``) and its
+300 human test claims as the report's natural questions. Printed side by side: wall time and peak
+memory per stage (from the rules' ``benchmark:`` files), then base vs fine-tuned NDCG@10 with its
+95% CI for every test set, dense and in ragd's hybrid search, as the report computed it. Last, our
+corpus encoding against a bare ``SentenceTransformer.encode`` of the same texts.
+
+    python bench/bench_workflow.py                       # demo + SciFact (about 35 min on 2 cores)
+    python bench/bench_workflow.py --corpora demo        # about 3 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = (
+    "sync_snapshot",
+    "generate_queries",
+    "build_training_data",
+    "train_embeddings",
+    "evaluate_embeddings",
+    "train_reranker",
+    "evaluate_reranker",
+)
+
+
+def scifact_questions(scifact: Path, split: str, out: Path) -> Path:
+    """SciFact's human claims of ``split`` with the abstracts that answer them, as questions JSONL."""
+    claims = {}
+    for line in (scifact / "queries.jsonl").read_text().splitlines():
+        if line.strip():
+            q = json.loads(line)
+            claims[str(q["_id"])] = q["text"]
+    docs: dict[str, list[str]] = {}
+    with open(scifact / "qrels" / f"{split}.tsv", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if int(row["score"]) > 0:
+                docs.setdefault(row["query-id"], []).append(row["corpus-id"])
+    with open(out, "w") as handle:
+        for qid, answer in docs.items():
+            rec = {"query_id": qid, "query": claims[qid], "documents": answer}
+            handle.write(json.dumps(rec) + "\n")
+    return out
+
+
+def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool) -> dict:
+    targets = [f"reports/{corpus}-embeddings.json"] + (
+        [f"reports/{corpus}-reranker.json"] if reranker else []
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        *targets,
+        "--cores",
+        "2",
+        "--directory",
+        str(workdir),
+    ]
+    if extra:
+        extra_path = workdir / "bench-config.yaml"
+        extra_path.write_text(yaml.safe_dump(extra))
+        cmd += ["--configfile", str(ROOT / "config" / "config.yaml"), str(extra_path)]
+    print("$", " ".join(cmd), flush=True)
+    t = time.monotonic()
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.monotonic() - t
+    stages = {}
+    for stage in STAGES:
+        tsv = workdir / "benchmarks" / stage / f"{corpus}.tsv"
+        if tsv.exists():
+            row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+            stages[stage] = {"s": float(row["s"]), "max_rss_mib": float(row["max_rss"])}
+    reports = {
+        kind: json.loads((workdir / "reports" / f"{corpus}-{kind}.json").read_text())
+        for kind in ("embeddings", "reranker")
+        if (workdir / "reports" / f"{corpus}-{kind}.json").exists()
+    }
+    plan = json.loads((workdir / "models" / f"{corpus}-embeddings" / "training_metadata.json").read_text())
+    return {"wall_s": wall, "stages": stages, "reports": reports, "training_plan": plan.get("training_plan")}
+
+
+def encoding_check(snapshot: Path, limit: int, repeats: int) -> dict:
+    """Our corpus encoding (the miner's encoder, no cache) vs a bare SentenceTransformer.encode."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragd_train.mining import CachedEncoder
+    from ragd_train.models import resolve_model
+    from ragd_train.snapshot import load_snapshot
+
+    texts = [c["text"] for c in load_snapshot(snapshot)][:limit]
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    bare = SentenceTransformer(resolve_model(name), trust_remote_code=False)
+    ours = CachedEncoder(name, None)
+    ours.model  # noqa: B018 (load before timing, as the bare model is)
+    times: dict[str, list[float]] = {"bare": [], "ours": []}
+    for r in range(repeats):
+        for side in ("bare", "ours") if r % 2 == 0 else ("ours", "bare"):
+            t = time.perf_counter()
+            if side == "bare":
+                bare.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+            else:
+                ours.encode(texts)
+            times[side].append(time.perf_counter() - t)
+    best = {side: min(v) for side, v in times.items()}
+    return {"texts": len(texts), "times_s": times, "speed_ratio": best["bare"] / best["ours"]}
+
+
+def print_summary(results: dict) -> None:
+    print("\n== Wall time and peak memory per stage (Snakemake benchmark files) ==")
+    names = list(results)
+    print(f"{'stage':<22}" + "".join(f"{n + ' s':>14}{n + ' MiB':>14}" for n in names))
+    for stage in STAGES:
+        if not any(stage in results[n]["stages"] for n in names):
+            continue
+        cells = ""
+        for n in names:
+            st = results[n]["stages"].get(stage)
+            cells += f"{st['s']:>14.1f}{st['max_rss_mib']:>14.0f}" if st else f"{'-':>14}{'-':>14}"
+        print(f"{stage:<22}{cells}")
+    print(f"{'whole run (wall)':<22}" + "".join(f"{results[n]['wall_s']:>14.1f}{'':>14}" for n in names))
+    for n in names:
+        plan = results[n]["training_plan"] or {}
+        print(
+            f"{n}: training plan {plan.get('steps')} of {plan.get('full_steps')} steps "
+            f"({plan.get('limited_by')}, {plan.get('step_time_s')} s/step)"
+        )
+    print("\n== Base vs fine-tuned embeddings, NDCG@10 (95% CI of the change) ==")
+    print(
+        f"{'corpus':<9}{'test set':<12}{'search':<8}{'queries':>8}{'base':>9}{'tuned':>9}{'delta':>9}  95% CI"
+    )
+    for n in names:
+        rep = results[n]["reports"]["embeddings"]
+        for r in rep["retrieval"]:
+            m = r["metrics"]["ndcg@10"]
+            print(
+                f"{n:<9}{r['test_set']:<12}{r['mode']:<8}{r['queries']:>8}{m['base']:>9.4f}"
+                f"{m['finetuned']:>9.4f}{m['delta']:>+9.4f}  [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]"
+            )
+        print(f"{n:<9}gate: {rep['gate']['verdict']} {rep['gate'].get('reasons') or ''}")
+    for n in names:
+        rr = results[n]["reports"].get("reranker")
+        if rr:
+            print(f"\n== {n}: rerankers over the embedding models' top {rr['candidates']} ==")
+            for c in rr["combinations"]:
+                m = c["metrics"]["ndcg@10"]
+                print(
+                    f"{c['retriever']:<10}{c['reranker']:<12}NDCG@10 {m['mean']:.4f} "
+                    f"(vs retriever alone {m['delta']:+.4f} "
+                    f"[{m['delta_ci_low']:+.4f}, {m['delta_ci_high']:+.4f}])"
+                )
+    for n in names:
+        enc = results[n].get("encoding")
+        if enc:
+            print(
+                f"\n{n}: encoding {enc['texts']} chunks, ours vs bare SentenceTransformer.encode: "
+                f"speed ratio {enc['speed_ratio']:.3f} (best of {len(enc['times_s']['ours'])}; "
+                f"ours {min(enc['times_s']['ours']):.1f} s, bare {min(enc['times_s']['bare']):.1f} s)"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpora", nargs="+", default=["demo", "scifact"], choices=["demo", "scifact"])
+    parser.add_argument("--scifact", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "workflow")
+    parser.add_argument("--reranker", action="store_true", help="also build and report the reranker")
+    parser.add_argument("--keep", action="store_true", help="reuse existing working directories")
+    parser.add_argument(
+        "--encode-texts", type=int, default=1000, help="chunks for the encoding check (0: skip)"
+    )
+    parser.add_argument("--encode-repeats", type=int, default=2)
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    results = {}
+    for corpus in args.corpora:
+        workdir = args.out / corpus
+        if workdir.exists() and not args.keep:
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        extra = None
+        if corpus == "scifact":
+            questions = scifact_questions(
+                args.scifact.resolve(), "test", workdir / "scifact-test-claims.jsonl"
+            )
+            extra = {
+                "corpora": {
+                    "scifact": {
+                        "source": "beir",
+                        "path": str(args.scifact.resolve()),
+                        "questions": str(questions),
+                    }
+                }
+            }
+        results[corpus] = run_workflow(corpus, workdir, extra, args.reranker)
+        if args.encode_texts:
+            results[corpus]["encoding"] = encoding_check(
+                workdir / "snapshots" / f"{corpus}.jsonl", args.encode_texts, args.encode_repeats
+            )
+        (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    print_summary(results)
+    print(f"\nload average at the end: {os.getloadavg()}; summary: {args.out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

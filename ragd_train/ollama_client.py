@@ -180,10 +180,12 @@ class OllamaLLM:
         self,
         messages: list[dict[str, str]],
         *,
-        json_format: bool = False,
+        json_format: bool | dict[str, Any] = False,
         options: dict[str, Any] | None = None,
     ) -> str:
-        """POST /api/chat (not streamed) and return the assistant's message content."""
+        """POST /api/chat (not streamed) and return the assistant's message content.
+
+        ``json_format``: True for JSON mode, or a JSON schema (Ollama's structured outputs)."""
         opts = self._options(options)
 
         def once() -> str | None:
@@ -191,7 +193,7 @@ class OllamaLLM:
                 model=self.model,
                 messages=messages,
                 stream=False,
-                format="json" if json_format else None,
+                format=json_format if isinstance(json_format, dict) else ("json" if json_format else None),
                 options=opts,
             )
             return response.message.content

@@ -341,9 +341,15 @@ class LocalChatLLM:
         return questions
 
     def chat(
-        self, messages: list[dict[str, str]], *, json_format: bool = False, options: dict | None = None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_format: bool | dict[str, Any] = False,
+        options: dict | None = None,
     ) -> str:
-        """Answer the conversation; with ``json_format`` the answer is steered towards JSON."""
+        """Answer the conversation; with ``json_format`` (True or a schema) the answer is steered
+        towards JSON."""
+        json_format = bool(json_format)
         self.stats["calls"] += 1
         opts = {"temperature": DEFAULT_TEMPERATURE, "seed": self.seed, **(options or {})}
         temperature = float(opts["temperature"])

@@ -59,6 +59,18 @@ class GenerationCache:
         with atomic_open(self._path(key)) as handle:
             json.dump({"ref": ref, "value": value}, handle, ensure_ascii=False)
 
+    def refs(self) -> set[str]:
+        """The content hashes that the entries name."""
+        found = set()
+        for path in self.root.glob("*/*.json") if self.root.is_dir() else ():
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("ref"), str):
+                found.add(entry["ref"])
+        return found
+
 
 def model_fingerprint(model_path: str | Path, **settings: Any) -> str:
     """Identify an embedding model by its weights file (path, size, mtime) and encoding settings."""

@@ -54,13 +54,28 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
                 f"Ollama is not reachable at {where}; start it (`ollama serve`, `ollama pull "
                 f"{config['ollama']['model']}`) or set training.query_generator: nollm"
             )
-        log.warning("Ollama not reachable at %s: falling back to the no-LLM query generator", where)
+        made = llm_made_chunks(chunks, cache)
+        if made:
+            raise RagdTrainError(
+                f"Ollama is not reachable at {where}, and {made} of the corpus's {len(chunks)} chunks "
+                "have LLM-written queries in the cache: falling back would retrain on no-LLM queries "
+                "instead. Start Ollama, or set training.query_generator: nollm to replace them"
+            )
+        message = f"Ollama not reachable at {where}: falling back to the no-LLM query generator"
+        log.warning("%s", message)
+        print(f"ragd-train: {message}", flush=True)  # the console, not only the rule's log
     elif choice == "local":
         from ragd_train.generators.local_llm import LocalChatLLM
 
         llm = LocalChatLLM(training["local_model"], seed=seed, threads=1)  # more threads oversubscribe
         return LLMQueryGenerator(llm, cache, temperature=config["ollama"]["temperature"], seed=seed)
     return NoLLMGenerator(chunks, training["nollm_strategies"], seed=seed)
+
+
+def llm_made_chunks(chunks: list[dict[str, Any]], cache: GenerationCache) -> int:
+    """How many of ``chunks`` have LLM-written queries or verdicts in the generation cache (only an
+    LLM writes entries there; each names the chunk's content hash)."""
+    return len({c["content_hash"] for c in chunks} & cache.refs())
 
 
 def query_id(chunk: dict[str, Any], query: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ DEFAULT_COLLECTION = "ragd_documents"
 DEFAULT_GLOB = ("*.md", "*.txt")
 DEFAULT_CHUNK_SIZE = 800
 DEFAULT_CHUNK_OVERLAP = 100
+MAX_CHUNK_CHARS = 100_000  # about 25k tokens; models read 128-512
 SNAPSHOT_REQUIRED = ("chunk_id", "document_id", "text", "content_hash")
 _SNAPSHOT_KEYS = (
     "chunk_id",
@@ -397,7 +399,21 @@ def make_chunk(
     chunk_index: int,
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build one snapshot record (fixed key order, metadata keys sorted)."""
+    """Build one snapshot record (fixed key order, metadata keys sorted).
+
+    A text longer than ``MAX_CHUNK_CHARS`` is cut there (a warning names the chunk, and
+    ``metadata.truncated_from_chars`` keeps its length): every model reads at most a few hundred
+    tokens of it, and tokenising 20 MB took 2.9 GB of memory."""
+    if len(text) > MAX_CHUNK_CHARS:
+        logging.getLogger("ragd_train").warning(
+            "chunk %s of %s has %d characters: cut to the first %d",
+            chunk_id,
+            source,
+            len(text),
+            MAX_CHUNK_CHARS,
+        )
+        metadata = {**(metadata or {}), "truncated_from_chars": len(text)}
+        text = text[:MAX_CHUNK_CHARS]
     return {
         "chunk_id": chunk_id,
         "document_id": document_id,

@@ -380,6 +380,22 @@ def test_ollama_queries_and_judge_filter(
     assert test_docs and train_docs and not train_docs & test_docs
 
 
+def test_a_damaged_cache_entry_is_regenerated_not_split_into_characters(
+    small_snapshot: Path, tmp_path: Path, tiny_model: Path, srv: OllamaTestServer
+) -> None:
+    config = ollama_config(tiny_model, srv.url)
+    first = Run(tmp_path / "first", small_snapshot, cache=tmp_path / "cache")
+    first.generate(config)
+    entries = sorted((tmp_path / "cache" / "generations").glob("*/*.json"))
+    damaged = json.loads(entries[0].read_text())
+    entries[0].write_text(json.dumps({**damaged, "value": "What is this"}))
+    again = Run(tmp_path / "again", small_snapshot, cache=tmp_path / "cache")
+    again.generate(config)
+    queries = [q["query"] for q in read_jsonl(again.queries)]
+    assert all(len(q) > 1 for q in queries) and "W" not in queries
+    assert again.queries.read_bytes() == first.queries.read_bytes()
+
+
 def test_ollama_rerun_is_served_from_the_cache(
     small_snapshot: Path, tmp_path: Path, tiny_model: Path, srv: OllamaTestServer
 ) -> None:

@@ -353,6 +353,21 @@ def test_jsonl_source_fills_in_derived_fields(tmp_path: Path) -> None:
     assert all(c["content_hash"] == sha(c["text"]) for c in chunks)
 
 
+def test_an_oversized_chunk_is_cut_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ragd_train.snapshot import MAX_CHUNK_CHARS
+
+    huge = "word " * (MAX_CHUNK_CHARS // 2)  # 2.5x the cap
+    path = write_jsonl_lines(
+        tmp_path / "chunks.jsonl", [record("big", "d", huge), record("ok", "d", "small")]
+    )
+    chunks = {c["chunk_id"]: c for c in read_source("jsonl", {"source": "jsonl", "path": str(path)})}
+    big = chunks["big"]
+    assert big["text"] == huge[:MAX_CHUNK_CHARS] and big["content_hash"] == sha(big["text"])
+    assert big["metadata"]["truncated_from_chars"] == len(huge)
+    assert chunks["ok"]["text"] == "small" and "truncated_from_chars" not in chunks["ok"]["metadata"]
+    assert any("chunk big" in r.getMessage() and "cut to the first" in r.getMessage() for r in caplog.records)
+
+
 def test_jsonl_source_round_trips_a_snapshot_byte_for_byte(docs: Path, tmp_path: Path) -> None:
     first, _ = sync_snapshot("docs", {"source": "documents", "path": str(docs)}, tmp_path / "s1")
     again, _ = sync_snapshot("docs", {"source": "jsonl", "path": str(first)}, tmp_path / "s2")

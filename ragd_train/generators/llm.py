@@ -126,8 +126,12 @@ class LLMQueryGenerator:
             **self.params,
         )
         cached = self.cache.get(key)
-        if cached is not None:
+        if isinstance(cached, list) and cached and all(isinstance(q, str) for q in cached):
             return [{"query": q, "strategy": "llm"} for q in cached]
+        if cached is not None:  # a damaged entry (a string would become one query per character)
+            log.warning(
+                "chunk %s: cache entry %s is not a list of queries; generating again", chunk["chunk_id"], key
+            )
         prompt = QUERY_PROMPT.format(n=n, text=chunk["text"])
         last: Exception | None = None
         for _ in range(2):  # one more try when the answer does not parse

@@ -62,9 +62,49 @@ def _corpus_overrides(corpus: str, source: str | None, path: str | None) -> dict
     return {}
 
 
+# The config field each flag sets, so that a bad value is reported against the flag.
+FLAG_FIELDS = {
+    "training.embedding_base_model": "--base-model",
+    "training.embedding_epochs": "--epochs",
+    "training.embedding_budget_minutes": "--budget-minutes",
+    "training.embedding_max_steps": "--max-steps",
+    "training.embedding_batch_size": "--batch-size",
+    "training.embedding_learning_rate": "--learning-rate",
+    "training.matryoshka_dims": "--matryoshka-dims",
+    "training.queries_per_chunk": "--queries-per-chunk",
+    "training.hard_negatives_per_query": "--negatives",
+    "training.query_generator": "--generator",
+    "training.llm_backend": "--backend",
+    "training.llm_base_model": "--base-model",
+    "training.training_epochs": "--epochs",
+    "reranker.learning_rate": "--learning-rate",
+    "reranker.budget_minutes": "--budget-minutes",
+    "reranker.max_steps": "--max-steps",
+    "reranker.batch_size": "--batch-size",
+    "seed": "--seed",
+}
+
+
+def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Validate the flags' values before Snakemake sees them, naming the flag at fault."""
+    from ragd_train.config import load_config
+    from ragd_train.errors import InputError
+
+    if not overrides:
+        return
+    try:
+        load_config(opts["configfiles"], overrides)
+    except InputError as exc:
+        if exc.path != "command line":
+            raise
+        flag = FLAG_FIELDS.get(exc.field or "", f"the value for {exc.field}")
+        raise click.UsageError(f"{flag}: {exc.reason}") from None
+
+
 def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) -> Path:
     from ragd_train.workspace import ragd_home, run_targets
 
+    _check_overrides(opts, overrides)
     workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
     run_targets(
         targets,

@@ -565,3 +565,10 @@ def test_evaluate_maps_rerankers_and_adapters_onto_their_reports(
     assert says in result.output
     refused = ragd("evaluate", "--model", name, "--test-data", __file__, "--workspace", tmp_path / "ws")
     assert refused.exit_code == 1 and "apply to embedding models" in refused.output
+
+
+def test_a_bad_flag_value_is_reported_against_the_flag(tmp_path: Path, targets: Captured) -> None:
+    result = ragd("embeddings", "--learning-rate", "-1", "--workspace", tmp_path, "-n")
+    assert result.exit_code == 2, result.output
+    assert "--learning-rate:" in result.output and "overrides-" not in result.output
+    assert not targets, "nothing ran"

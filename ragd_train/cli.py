@@ -86,14 +86,15 @@ FLAG_FIELDS = {
 
 
 def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any]) -> None:
-    """Validate the flags' values before Snakemake sees them, naming the flag at fault."""
-    from ragd_train.config import load_config
+    """Validate the config files and the flags' values before Snakemake reads them (a YAML error
+    names its file and line; a bad value names the flag)."""
+    from ragd_train.config import default_config_path, load_config
     from ragd_train.errors import InputError
 
-    if not overrides:
-        return
+    if not default_config_path().exists():
+        return  # not a workflow checkout: Snakemake reports it
     try:
-        load_config(opts["configfiles"], overrides)
+        load_config(opts["configfiles"], overrides or None)
     except InputError as exc:
         if exc.path != "command line":
             raise
@@ -300,6 +301,8 @@ def _train_model(
     hint: Callable[[Path, list[str]], None],
 ) -> None:
     """Build ``models/<corpus>-<kind>`` through the workflow, or train on ``data`` directly."""
+    if output is not None and output.exists():
+        raise click.BadParameter(f"{output} already exists; choose a new directory", param_hint="--output")
     if data is None:
         target = f"models/{corpus[0]}-{kind}"
         workspace = _run([target], opts, _merge(_corpus_overrides(*corpus), overrides))

@@ -572,3 +572,22 @@ def test_a_bad_flag_value_is_reported_against_the_flag(tmp_path: Path, targets: 
     assert result.exit_code == 2, result.output
     assert "--learning-rate:" in result.output and "overrides-" not in result.output
     assert not targets, "nothing ran"
+
+
+def test_output_onto_an_existing_directory_is_refused_before_the_build(
+    tmp_path: Path, targets: Captured
+) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep me")
+    result = ragd("embeddings", "--output", taken, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2 and "already exists" in result.output and "--output" in result.output
+    assert not targets and (taken / "mine.txt").read_text() == "keep me"
+
+
+def test_a_yaml_syntax_error_names_its_file_and_line(tmp_path: Path, targets: Captured) -> None:
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("training:\n  queries_per_chunk: [1,\n")
+    result = ragd("generate-data", "--configfile", bad, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 1 and f"{bad}:3: invalid YAML" in result.output, result.output
+    assert not targets

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import InputError
-from ragd_train.jsonl_io import read_records, write_json
+from ragd_train.jsonl_io import read_records, record_lines, write_json
 from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, peak_memory_mb
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 from ragd_train.trainer_setup import TrainingBudget, plan_message, plan_training, trainer_arguments
@@ -115,7 +115,7 @@ def _number(value: Any, path: str | Path, line: int, field: str) -> float:
 def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
     """(anchor, first, second, label) rows for MarginMSE from each record's ``teacher_pair``."""
     rows = []
-    for line, record in enumerate(records, start=1):
+    for line, record in zip(record_lines(path), records, strict=False):
         pair = record.get("teacher_pair")
         if not isinstance(pair, dict):
             raise InputError(
@@ -133,7 +133,7 @@ def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[d
     each record's ``teacher_list``; every record must hold the same number of candidates."""
     rows: list[dict[str, Any]] = []
     size = 0
-    for line, record in enumerate(records, start=1):
+    for line, record in zip(record_lines(path), records, strict=False):
         item = record.get("teacher_list")
         cands = item.get("candidates") if isinstance(item, dict) else None
         if not isinstance(cands, list) or len(cands) < 2:
@@ -174,14 +174,14 @@ def load_training_examples(
     if records is None:
         records = read_training_records(path)
     pool: list[tuple[str, str]] = []
-    for index, record in enumerate(records, start=1):
+    for index, (line, record) in enumerate(zip(record_lines(path), records, strict=False), start=1):
         negatives = record.get("negatives") or []
         if not isinstance(negatives, list):
-            raise InputError("expected a list", path=path, line=index, field="negatives")
+            raise InputError("expected a list", path=path, line=line, field="negatives")
         for neg in negatives:
             text = neg.get("text") if isinstance(neg, dict) else neg
             if not isinstance(text, str):
-                raise InputError("negative without text", path=path, line=index, field="negatives")
+                raise InputError("negative without text", path=path, line=line, field="negatives")
             pool.append((str(record.get("source_document", index)), text))
     if hard_negatives and not pool:
         log.warning("%s has no negatives; training with in-batch negatives only", path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -83,6 +83,18 @@ def read_jsonl(
         _check_strings(obj, strings, path, line=lineno)
         records.append(obj)
     return records
+
+
+def record_lines(path: str | Path) -> Sequence[int]:
+    """The line (JSONL: skipping blank lines) or item number (a ``.json`` array, or no file) of
+    each record, in the order ``read_records`` returns them, for errors found after reading."""
+    path = Path(path)
+    try:
+        if path.suffix != ".json":
+            return [n for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1) if raw.strip()]
+    except OSError:
+        pass  # records handed over in memory: number them
+    return range(1, 1 << 62)  # lazy: zip stops at the last record
 
 
 def read_records(

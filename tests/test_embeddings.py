@@ -15,6 +15,7 @@ from ragd_train.embeddings import (
     load_training_examples,
     matryoshka_dims,
     ragd_config_hint,
+    read_training_records,
     train_embeddings,
 )
 from ragd_train.errors import InputError, RagdTrainError
@@ -387,3 +388,23 @@ def test_training_budget_is_measured_printed_and_obeyed(
         train_file, tmp_path / "fixed", EmbeddingTrainingConfig(base_model=str(tiny_model), max_steps=2)
     )
     assert len(fixed["loss_history"]) == 2 and fixed["training_plan"]["step_time_s"] is None
+
+
+def test_a_bad_record_after_blank_lines_is_reported_at_its_real_line(tmp_path: Path) -> None:
+    from ragd_train.embeddings import teacher_rows
+
+    data = tmp_path / "train.jsonl"
+    good = {
+        "query": "q",
+        "positive": "p",
+        "teacher_pair": {"first": {"text": "a"}, "second": {"text": "b"}, "margin": 0.1},
+    }
+    bad = {**good, "teacher_pair": {**good["teacher_pair"], "margin": "big"}}
+    data.write_text("\n".join([json.dumps(good), "", "", json.dumps(good), "", json.dumps(bad)]) + "\n")
+    with pytest.raises(InputError) as err:
+        teacher_rows(read_training_records(data), data)
+    assert (err.value.line, err.value.field) == (6, "teacher_pair.margin")
+    data.write_text("\n\n" + json.dumps({"query": "q", "positive": "p", "negatives": "x"}) + "\n")
+    with pytest.raises(InputError) as err:
+        load_training_examples(data, 1, 0)
+    assert (err.value.line, err.value.field) == (3, "negatives")

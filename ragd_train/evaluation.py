@@ -99,8 +99,9 @@ def connect_judge(config: dict[str, Any]) -> tuple[Any | None, str]:
         return None, "evaluation.llm_judge is off"
     llm = connect_llm(config)
     if llm is None:
-        o = config["ollama"]
-        return None, f"no LLM reachable at {o['host']} (model {o['model']})"
+        from ragd_train.generate import ollama_problem
+
+        return None, f"no LLM reachable: {ollama_problem(config)}"
     return llm, ""
 
 

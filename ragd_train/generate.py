@@ -36,6 +36,14 @@ def connect_llm(config: dict[str, Any]) -> Any | None:
     return llm if llm.available() else None
 
 
+def ollama_problem(config: dict[str, Any]) -> str:
+    """Why the configured Ollama cannot be used: the server is down, or it lacks the model."""
+    from ragd_train.ollama_client import OllamaLLM
+
+    o = config["ollama"]
+    return OllamaLLM(o["host"], o["model"], timeout=o["timeout"]).problem() or f"Ollama at {o['host']} failed"
+
+
 def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_dir: str | Path) -> Any:
     """Pick the query generator the config asks for; ``auto`` falls back to no-LLM, saying so once."""
     from ragd_train.generators.llm import LLMQueryGenerator
@@ -48,20 +56,20 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
         llm = connect_llm(config)
         if llm is not None:
             return LLMQueryGenerator(llm, cache, temperature=config["ollama"]["temperature"], seed=seed)
-        where = f"{config['ollama']['host']} (model {config['ollama']['model']})"
+        problem = ollama_problem(config)
         if choice == "ollama":
             raise RagdTrainError(
-                f"Ollama is not reachable at {where}; start it (`ollama serve`, `ollama pull "
-                f"{config['ollama']['model']}`) or set training.query_generator: nollm"
+                f"{problem}; start it (`ollama serve`, `ollama pull {config['ollama']['model']}`) "
+                "or set training.query_generator: nollm"
             )
         made = llm_made_chunks(chunks, cache)
         if made:
             raise RagdTrainError(
-                f"Ollama is not reachable at {where}, and {made} of the corpus's {len(chunks)} chunks "
-                "have LLM-written queries in the cache: falling back would retrain on no-LLM queries "
-                "instead. Start Ollama, or set training.query_generator: nollm to replace them"
+                f"{problem}, and {made} of the corpus's {len(chunks)} chunks have LLM-written queries "
+                "in the cache: falling back would retrain on no-LLM queries instead. Start Ollama, or "
+                "set training.query_generator: nollm to replace them"
             )
-        message = f"Ollama not reachable at {where}: falling back to the no-LLM query generator"
+        message = f"{problem}: falling back to the no-LLM query generator"
         log.warning("%s", message)
         print(f"ragd-train: {message}", flush=True)  # the console, not only the rule's log
     elif choice == "local":

@@ -115,6 +115,16 @@ class OllamaLLM:
                     return entry
         return None
 
+    def problem(self) -> str | None:
+        """Why this client cannot be used (one line), or None when the server lists the model."""
+        try:
+            models = self._tags(min(self.timeout, PROBE_TIMEOUT))
+        except Exception:
+            return f"Ollama is not reachable at {self.host}"
+        if self._find(models) is None:
+            return f"Ollama at {self.host} has no model {self.model!r} (ollama pull {self.model})"
+        return None
+
     def available(self) -> bool:
         """True when the server answers /api/tags and lists the model. Never raises."""
         try:

@@ -376,20 +376,18 @@ def make_answer_writer(
     """The LLM writer the config asks for, or None for extractive answers (``auto`` without Ollama)."""
     if cfg.answers == "extractive":
         return None
-    from ragd_train.generate import connect_llm
+    from ragd_train.generate import connect_llm, ollama_problem
 
     llm = connect_llm(config)
     if llm is None:
         o = config["ollama"]
-        where = f"{o['host']} (model {o['model']})"
+        problem = ollama_problem(config)
         if cfg.answers == "ollama":
             raise RagdTrainError(
-                f"Ollama is not reachable at {where}; start it (`ollama serve`, `ollama pull {o['model']}`) "
+                f"{problem}; start it (`ollama serve`, `ollama pull {o['model']}`) "
                 "or set training.raft_answers: extractive"
             )
-        log.warning(
-            "Ollama not reachable at %s: RAFT answers are extractive (quoted oracle sentences)", where
-        )
+        log.warning("%s: RAFT answers are extractive (quoted oracle sentences)", problem)
         return None
     return LLMAnswerWriter(
         llm,

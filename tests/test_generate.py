@@ -281,7 +281,7 @@ def test_auto_fallback_is_said_on_the_console(
     url = f"http://127.0.0.1:{free_port()}"
     config = make_config(tiny_model, training={"query_generator": "auto"}, ollama={"host": url})
     Run(tmp_path, small_snapshot).generate(config)
-    assert "ragd-train: Ollama not reachable at" in capsys.readouterr().out
+    assert "ragd-train: Ollama is not reachable at" in capsys.readouterr().out
 
 
 def test_auto_does_not_silently_replace_llm_made_queries(
@@ -323,9 +323,11 @@ def test_ollama_required_but_unreachable_is_one_line_error(
 
 def test_ollama_without_the_model_is_an_error(small_snapshot: Path, tmp_path: Path, tiny_model: Path) -> None:
     with OllamaTestServer(models=["other-model:1b"]) as server:
-        with pytest.raises(RagdTrainError, match=r"ollama pull llama3\.2:3b"):
+        with pytest.raises(RagdTrainError, match=r"ollama pull llama3\.2:3b") as info:
             Run(tmp_path, small_snapshot).generate(ollama_config(tiny_model, server.url))
         assert server.calls["/api/chat"] == 0
+        # the server answered: the model is missing, not the server
+        assert "has no model 'llama3.2:3b'" in str(info.value) and "not reachable" not in str(info.value)
 
 
 # ---------------------------------------------------------------- Ollama path

@@ -403,7 +403,9 @@ def check_llm_report(ws: Path, cfg: Path, backend: str, platform: str) -> None:
     report = json.loads((ws / "reports" / "demo-llm.json").read_text())
     assert report["backend"] == backend and report["examples"] == 2
     assert set(report["metrics"]) == {"exact_match", "f1", "grounded", "llm_judge"}
-    assert report["metrics"]["llm_judge"]["skipped"].startswith("no LLM reachable at http://127.0.0.1:")
+    assert report["metrics"]["llm_judge"]["skipped"].startswith(
+        "no LLM reachable: Ollama is not reachable at http://127.0.0.1:"
+    )
     assert any(a["base"]["answer"] != a["adapter"]["answer"] for a in report["answers"]), (
         "adapter not applied"
     )

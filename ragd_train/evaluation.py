@@ -412,7 +412,7 @@ def evaluate_models(
             }
             for mode_name in ("dense", "hybrid"):
                 if mode_name == "dense":
-                    by_side = {side: rows[:max_k] for side, rows in dense.items()}
+                    by_side = {side: [row[:max_k] for row in rows] for side, rows in dense.items()}
                 else:
                     by_side = {}
                     share = None

@@ -302,3 +302,27 @@ def test_hybrid_search_fuses_ragd_bm25_with_the_dense_ranking(
     assert search.keyword(["vault sealed NV-5041"], 3)[0][0] == "c2"
     assert fused[0][0] == "c2" or fused[0][:2] == ["c1", "c2"], fused
     assert "c2" in fused[0] and len(fused[0]) == 2
+
+
+def test_every_query_is_scored_in_every_set_and_mode(test_set: tuple[Path, Path], tmp_path: Path) -> None:
+    """More queries than the deepest cut-off (100): each set and mode scores all of them."""
+    _, snapshot = test_set
+    many = tmp_path / "many.jsonl"
+    records = [
+        {"query": f"{q} ({n})", "query_id": f"q{n}_{i}", "positive_id": d, "positive": DOCS[d]}
+        for n in range(21)
+        for i, (q, d) in enumerate(QUERIES)
+    ]
+    write_jsonl(many, records)
+    questions = tmp_path / "questions.jsonl"
+    write_jsonl(
+        questions, [{"query": r["query"], "documents": [r["positive_id"].split("_")[0]]} for r in records]
+    )
+    report = evaluate_models(
+        MINILM, MINILM, many, snapshot, questions_path=questions, bootstrap_samples=100, cache_dir=None
+    )
+    assert [(r["test_set"], r["mode"], r["queries"]) for r in report["retrieval"]] == [
+        (s, m, len(records)) for s in ("questions", "synthetic") for m in ("dense", "hybrid")
+    ]
+    assert all(r["metrics"]["recall@100"]["base"] == 1.0 for r in report["retrieval"])
+    assert report["headline"]["test_set"] == "questions" and report["headline"]["queries"] == 126

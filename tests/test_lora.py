@@ -426,7 +426,10 @@ def test_demo_llm_builds_with_peft_then_mlx_and_the_adapters_change_the_model(
 ) -> None:
     ws, cfg = workspace
     dry = snakemake(ws, cfg, "-n", "--", "models/demo-llm", env={"RAGD_TRAIN_PLATFORM": "cpu"})
-    assert dry.returncode == 0, dry.stderr[-3000:]  # reading the workflow syncs the snapshot
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert not (ws / "snapshots").exists(), "a dry run writes nothing"
+    snap = snakemake(ws, cfg, "--", "snapshots/demo.jsonl")  # the sync_snapshot job writes it
+    assert snap.returncode == 0, snap.stderr[-3000:]
     seed_training_data(ws)
 
     # peft (auto on a CPU-only platform)

@@ -98,11 +98,12 @@ def validate_config(
 
     ``sources`` are the YAML files the config came from, used to name the file and line.
     """
+    sources = list(sources)
     schema = yaml.safe_load(schema_path().read_text(encoding="utf-8"))
     validator = _validator()(schema)
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
     if error is None:
-        _check_cross_fields(config)
+        _check_cross_fields(config, sources)
         if isinstance(config.get("ollama"), dict):
             from ragd_train.ragd_config import ollama_settings
 
@@ -115,10 +116,17 @@ def validate_config(
         if extra:
             keys.append(extra[0])
     field = ".".join(str(k) for k in keys) or "<root>"
-    where: Path | str | None = None
-    line = None
     if overrides and _has_path(overrides, keys):
         raise InputError(f"invalid value: {error.message}", path="command line", field=field)
+    where, line = locate(config, keys, sources)
+    raise InputError(f"invalid config value: {error.message}", path=where, line=line, field=field)
+
+
+def locate(
+    config: Mapping[str, Any], keys: list[str | int], sources: Iterable[str | Path]
+) -> tuple[str, int | None]:
+    """The file (and line) that set the value at ``keys``: the last of ``sources`` holding the
+    value the merged ``config`` has, else the last that sets the key; ``config`` when none does."""
     current = _get_path(config, keys)
     having: list[tuple[Path, Any]] = []
     for src in [Path(s) for s in sources]:
@@ -128,20 +136,24 @@ def validate_config(
             continue
         if _has_path(data, keys):
             having.append((src, _get_path(data, keys)))
-    match = next((src for src, value in having if value == current), None)
+    match = next((src for src, value in reversed(having) if value == current), None)
     if match is None and having:
         match = having[-1][0]
-    if match is not None:
-        where, line = match, _line_of(match, keys)
-    raise InputError(f"invalid config value: {error.message}", path=where or "config", line=line, field=field)
+    if match is None:
+        return "config", None
+    return str(match), _line_of(match, keys)
 
 
-def _check_cross_fields(config: dict[str, Any]) -> None:
+def _check_cross_fields(config: dict[str, Any], sources: Iterable[str | Path] = ()) -> None:
     for name, corpus in config.get("corpora", {}).items():
         if corpus.get("chunk_overlap", 0) >= corpus.get("chunk_size", 800):
+            keys: list[str | int] = ["corpora", name, "chunk_overlap"]
+            where, line = locate(config, keys, sources)
             raise InputError(
-                "chunk_overlap must be smaller than chunk_size",
-                path="config",
+                f"chunk_overlap {corpus.get('chunk_overlap', 0)} must be smaller than chunk_size "
+                f"{corpus.get('chunk_size', 800)}",
+                path=where,
+                line=line,
                 field=f"corpora.{name}.chunk_overlap",
             )
 

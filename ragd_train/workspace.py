@@ -195,7 +195,7 @@ def _signal_children(sig: int) -> None:
 # ------------------------------------------------------------------ checks before a run touches anything
 
 
-def check_embedding_config(config: dict[str, Any]) -> None:
+def check_embedding_config(config: dict[str, Any], sources: list[str] | None = None) -> None:
     """Refuse, in one line naming the field, an embedding config a rebuild would fail on.
 
     Checked before any job runs (and before Snakemake removes the model it would rebuild): the
@@ -203,23 +203,29 @@ def check_embedding_config(config: dict[str, Any]) -> None:
     package) and explicit Matryoshka dims must not exceed the model's dimension, read from its
     config files without loading weights.
     """
+    from ragd_train.config import locate
+    from ragd_train.errors import InputError
     from ragd_train.models import resolve_model
+
+    def where(field: str) -> dict[str, Any]:
+        path, line = locate(config, field.split("."), sources or [])
+        return {"path": path, "line": line, "field": field}
 
     training = config.get("training", {})
     name = training.get("embedding_base_model")
     try:
         resolved = resolve_model(str(name))
     except RagdTrainError as exc:
-        raise RagdTrainError(f"training.embedding_base_model: {exc}") from None
+        raise InputError(str(exc), **where("training.embedding_base_model")) from None
     dims = training.get("matryoshka_dims")
     if not isinstance(dims, list) or not Path(resolved).is_dir():
         return
     dim = embedding_dimension(Path(resolved))
     too_big = sorted({d for d in dims if isinstance(d, int) and dim is not None and d > dim})
     if too_big:
-        raise RagdTrainError(
-            f"training.matryoshka_dims: {too_big} exceed the embedding dimension {dim} "
-            f"of {name} (training.embedding_base_model)"
+        raise InputError(
+            f"{too_big} exceed the embedding dimension {dim} of {name} (training.embedding_base_model)",
+            **where("training.matryoshka_dims"),
         )
 
 

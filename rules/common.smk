@@ -96,7 +96,7 @@ def start_run():
     jobs = list(workflow.dag.needrun_jobs())
     if any(job.rule.name == "train_embeddings" for job in jobs):
         try:
-            check_embedding_config(config)
+            check_embedding_config(config, list(workflow.configfiles))
         except RagdTrainError as exc:
             sys.exit(f"Error: {exc}")
     remove_stale_staging("models")

@@ -180,7 +180,7 @@ def test_chunk_overlap_must_be_below_chunk_size(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_config([bad])
     assert info.value.field == "corpora.demo.chunk_overlap"
-    assert "chunk_overlap must be smaller than chunk_size" in str(info.value)
+    assert "chunk_overlap 100 must be smaller than chunk_size 100" in str(info.value)
     ok = write(tmp_path / "ok.yaml", "corpora:\n  demo:\n    chunk_size: 100\n    chunk_overlap: 99\n")
     assert load_config([ok])["corpora"]["demo"]["chunk_overlap"] == 99
     # The default overlap (100) also counts against a small chunk_size.
@@ -265,3 +265,11 @@ def test_shipped_demo_corpus_resolves_against_the_workflow_dir(tmp_path: Path, m
     resolved = resolve_corpus(demo, [workflow_dir()])
     assert Path(resolved["path"]) == workflow_dir() / "data" / "demo"
     assert any(Path(resolved["path"]).glob("*.md"))
+
+
+def test_chunk_overlap_error_names_the_file_and_line_that_set_it(tmp_path: Path) -> None:
+    mine = write(tmp_path / "mine.yaml", "corpora:\n  demo:\n    chunk_size: 200\n    chunk_overlap: 300\n")
+    with pytest.raises(InputError) as err:
+        load_config([mine])
+    assert (err.value.path, err.value.line, err.value.field) == (str(mine), 4, "corpora.demo.chunk_overlap")
+    assert "300 must be smaller than chunk_size 200" in str(err.value)

@@ -105,6 +105,7 @@ def test_a_bad_embedding_config_is_refused_before_the_model_is_touched(
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and field in errors[0], result.stderr[-2000:]
+    assert errors[0].startswith(f"Error: {cfg}:"), "the error names the file (and line) that set it"
     assert digest(ws / MODEL) == before
     assert hidden_dirs(ws) == [] and not list((ws / ".snakemake" / "locks").glob("*"))
 
@@ -248,3 +249,93 @@ def test_a_refused_or_dry_run_does_not_write_the_snapshot(ws: Path, tiny_model: 
     assert b"quarterly audits" in snap.read_bytes()
     again = snakemake(ws, *cfgargs(cfg), "-n", "--", "snapshots/demo.jsonl")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+# ------------------------------------------------------------------ soak: interrupted and concurrent runs
+
+
+SOAK_ROUNDS = 20
+SOAK_SECONDS = 480
+
+
+def assert_consistent(ws: Path) -> None:
+    """What any mix of interrupted and concurrent runs must leave: no locks, a loadable snapshot,
+    complete models, and every cache entry and training file readable."""
+    import json
+
+    import numpy as np
+
+    from ragd_train.jsonl_io import read_jsonl
+    from ragd_train.snapshot import load_snapshot
+
+    assert not list((ws / ".snakemake" / "locks").glob("*")), "a lock was left behind"
+    load_snapshot(ws / "snapshots" / "demo.jsonl")
+    model = ws / MODEL
+    if model.exists():
+        assert (model / "model.safetensors").stat().st_size > 0
+        json.loads((model / "training_metadata.json").read_text())
+    for path in sorted((ws / "cache").rglob("*")):
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".npz":
+            with np.load(path) as shard:
+                assert all(shard[k].size >= 0 for k in shard.files)
+    for path in sorted((ws / "training_data").rglob("*.jsonl")):
+        read_jsonl(path)
+
+
+def test_soak_interrupted_and_concurrent_runs_leave_the_workspace_consistent(
+    ws: Path, tiny_model: Path
+) -> None:
+    """Rounds of Ctrl-C at a random moment, two runs at once, and SIGKILL of the whole run (then
+    `ragd train unlock`), each with a changed setting so that the model really rebuilds."""
+    import random
+
+    rng = random.Random(18)
+    start, rounds = time.monotonic(), 0
+    while rounds < SOAK_ROUNDS and time.monotonic() - start < SOAK_SECONDS:
+        cfg = config(ws, tiny_model, embedding_learning_rate=1e-4 * (rounds + 1), embedding_epochs=3)
+        command = ragd_command(ws, cfg, "embeddings", "--cores", "2")
+        kind = rounds % 3
+        if kind == 1:  # two at once: each finishes or is refused by the lock, naming the unlock
+            runs = [
+                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                for _ in range(2)
+            ]
+            for run in runs:
+                _out, err = run.communicate(timeout=300)
+                assert run.returncode == 0 or "ragd train unlock" in err or "locked" in err, err[-2000:]
+        else:  # interrupted: Ctrl-C to the CLI's group, or SIGKILL of everything
+            run = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+            time.sleep(rng.uniform(0.5, 10.0))
+            os.killpg(run.pid, signal.SIGINT if kind == 0 else signal.SIGKILL)
+            run.communicate(timeout=300)
+            if kind == 2:
+                unlock = subprocess.run(
+                    ragd_command(ws, cfg, "unlock"), capture_output=True, text=True, cwd=ROOT, timeout=120
+                )
+                assert unlock.returncode == 0, unlock.stderr[-2000:]
+        assert_consistent(ws)
+        rounds += 1
+    assert rounds >= 6, f"only {rounds} rounds in {SOAK_SECONDS} s"
+    cfg = config(ws, tiny_model)
+    final = subprocess.run(
+        ragd_command(ws, cfg, "embeddings", "--cores", "2"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert_consistent(ws)
+    assert hidden_dirs(ws) == [], "staging or backup directories were left behind"
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(ws / MODEL)).encode(["backup schedule"]).shape == (1, 32)

@@ -33,6 +33,10 @@ rule sync_snapshot:
     benchmark:
         "benchmarks/sync_snapshot/{corpus}.tsv"
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     run:
         run_sync_snapshot(wildcards.corpus, log[0])
 

@@ -42,7 +42,15 @@ def staged_output(output_dir: str | Path) -> Iterator[Path]:
         with _sigterm_exits():
             yield staging
             _open_up(staging)
-            staging.rename(output_dir)
+            try:
+                staging.rename(output_dir)
+            except OSError:
+                if not output_dir.exists():
+                    raise
+                # Snakemake's lock is check-then-write: two runs started together may both build
+                raise RagdTrainError(
+                    f"{output_dir} was written by another run while this one trained; kept that one"
+                ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

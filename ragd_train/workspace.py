@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,8 @@ def run_targets(targets: Sequence[str], workspace: Path, **kwargs: Any) -> None:
     """
     workspace.mkdir(parents=True, exist_ok=True)
     cmd = snakemake_command(targets, workspace, **kwargs)
-    returncode, locked, interrupted = _run_snakemake(cmd, workspace)
+    with _workspace_lock(workspace, shared=bool(kwargs.get("dry_run"))):
+        returncode, locked, interrupted = _run_snakemake(cmd, workspace)
     if returncode == 0:
         return
     if locked:
@@ -103,6 +104,25 @@ def run_targets(targets: Sequence[str], workspace: Path, **kwargs: Any) -> None:
         f"snakemake failed (exit {returncode}) building {' '.join(targets)}; "
         f"see the rule logs under {workspace / 'logs'}"
     )
+
+
+@contextlib.contextmanager
+def _workspace_lock(workspace: Path, *, shared: bool = False) -> Iterator[None]:
+    """One ``ragd train`` run at a time per workspace (dry runs may overlap): an flock, taken
+    atomically, unlike Snakemake's check-then-write locks, and released by the kernel when the
+    process ends, so it never goes stale."""
+    import fcntl
+
+    path = workspace / ".ragd-train" / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RagdTrainError(
+                f"the workspace {workspace} is locked by another ragd train run; wait for it to finish"
+            ) from None
+        yield
 
 
 def unlock_workspace(workspace: Path, configfiles: Sequence[str | Path] = ()) -> None:

@@ -28,6 +28,19 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def budget_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--budget-minutes and --max-steps, shared by the commands that train with a budget."""
+    func = click.option(
+        "--max-steps", type=click.IntRange(1), default=None, help="Exactly this many steps (overrides both)."
+    )(func)
+    return click.option(
+        "--budget-minutes",
+        type=click.FloatRange(0),
+        default=None,
+        help="Training-loop budget; the steps are cut to fit, 0 = none [config: 10].",
+    )(func)
+
+
 def workflow_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every workflow-backed command shares."""
     options = [
@@ -237,15 +250,7 @@ def generate_data(
 @click.option(
     "--epochs", type=click.IntRange(1), default=None, help="Passes over the data at most [config: 1]."
 )
-@click.option(
-    "--budget-minutes",
-    type=click.FloatRange(0),
-    default=None,
-    help="Training-loop budget; the steps are cut to fit, 0 = none [config: 10].",
-)
-@click.option(
-    "--max-steps", type=click.IntRange(1), default=None, help="Exactly this many steps (overrides both)."
-)
+@budget_options
 @click.option("--batch-size", type=click.IntRange(2), default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--matryoshka-dims", default=None, help="Comma-separated dims, 'auto' or 'none'.")
@@ -393,15 +398,7 @@ def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
     help="Binary cross-entropy or listwise LambdaLoss [config: bce].",
 )
 @click.option("--epochs", type=click.IntRange(1), default=None)
-@click.option(
-    "--budget-minutes",
-    type=click.FloatRange(0),
-    default=None,
-    help="Training-loop budget; the steps are cut to fit, 0 = none [config: 10].",
-)
-@click.option(
-    "--max-steps", type=click.IntRange(1), default=None, help="Exactly this many steps (overrides both)."
-)
+@budget_options
 @click.option("--batch-size", type=click.IntRange(2), default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--max-length", type=click.IntRange(16), default=None, help="Tokens of query + passage.")

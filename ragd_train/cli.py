@@ -698,10 +698,13 @@ def list_cmd(workspace: Path | None, as_json: bool) -> None:
 
     table = Table("name", "kind", "base", "created", "size", "training data", "headline (vs base)")
     for row in rows:
-        head = row["headline"] if isinstance(row["headline"], dict) else {}
+        for problem in row["problems"]:
+            click.echo(f"warning: {problem}; the row shows what could be read", err=True)
+        head = row["headline"] or {}
+        numbers = all(isinstance(head.get(key), (int, float)) for key in ("finetuned", "delta"))
         metric = (
             f"{head.get('metric', 'ndcg@10')} {head['finetuned']:.3f} ({head['delta']:+.3f})"
-            if {"finetuned", "delta"} <= set(head)
+            if numbers
             else "-"
         )
         table.add_row(

@@ -38,15 +38,30 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def _headline(reports_dir: Path, name: str) -> dict[str, Any] | None:
+def _read_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A JSON object from ``path``, or ``({}, why not)``: a listing never fails on one bad file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return {}, f"{path}: not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return {}, f"{path}:{exc.lineno}: not valid JSON ({exc.msg})"
+    except OSError as exc:
+        return {}, f"{path}: cannot be read ({exc.strerror})"
+    if not isinstance(data, dict):
+        return {}, f"{path}: not a JSON object"
+    return data, None
+
+
+def _headline(reports_dir: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
     report = reports_dir / f"{name}.json"
     if not report.exists():
-        return None
-    try:
-        data = json.loads(report.read_text())
-        return data.get("headline")
-    except (json.JSONDecodeError, OSError):
-        return None
+        return None, None
+    data, problem = _read_object(report)
+    head = data.get("headline")
+    if problem is None and head is not None and not isinstance(head, dict):
+        return None, f"{report}: field 'headline' is not an object"
+    return head, problem
 
 
 def list_models(workspace: Path) -> list[dict[str, Any]]:
@@ -57,25 +72,38 @@ def list_models(workspace: Path) -> list[dict[str, Any]]:
         return rows
     for path in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         meta_path = path / "training_metadata.json"
+        problems: list[str] = []
         meta: dict[str, Any] = {}
         if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError:
-                meta = {}
-        created = meta.get("created") or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
-            timespec="seconds"
-        )
+            meta, problem = _read_object(meta_path)
+            problems += [problem] if problem else []
+        inputs = meta.get("inputs")
+        data_input = inputs.get("training_data") if isinstance(inputs, dict) else None
+        if "inputs" in meta and not isinstance(inputs, dict):
+            problems.append(f"{meta_path}: field 'inputs' is not an object")
+        headline, problem = _headline(workspace / "reports", path.name)
+        problems += [problem] if problem else []
+        created = meta.get("created")
+        if not isinstance(created, str):
+            created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+        def text(key: str, default: str | None = None, source: dict[str, Any] = meta) -> str | None:
+            value = source.get(key, default) if isinstance(source, dict) else default
+            return value if value is None or isinstance(value, str) else str(value)
+
         rows.append(
             {
                 "name": path.name,
-                "kind": meta.get("kind", "unknown"),
-                "base_model": meta.get("base_model"),
+                "kind": text("kind", "unknown"),
+                "base_model": text("base_model"),
                 "created": created,
                 "size_bytes": _dir_size(path),
-                "training_data_sha256": meta.get("inputs", {}).get("training_data", {}).get("sha256"),
-                "headline": _headline(workspace / "reports", path.name),
+                "training_data_sha256": text("sha256", source=data_input)
+                if isinstance(data_input, dict)
+                else None,
+                "headline": headline,
                 "path": str(path.resolve()),
+                "problems": problems,
             }
         )
     return rows

@@ -54,6 +54,34 @@ def test_list_reports_metadata_and_headline(ws: Path) -> None:
     assert "demo-embeddings" in table.output and "0.600 (+0.100)" in table.output
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"[1, 2]", "training_metadata.json: not a JSON object"),
+        (b"\xff\xfe{}", "training_metadata.json: not UTF-8 text"),
+        (b'{"kind": "embeddings",\n "base_model": ', "training_metadata.json:2: not valid JSON"),
+        (b'{"kind": "embeddings", "inputs": "t.jsonl"}', "field 'inputs' is not an object"),
+    ],
+)
+def test_list_names_a_bad_metadata_file_and_still_lists_the_rest(
+    ws: Path, content: bytes, problem: str
+) -> None:
+    bad = ws / "models" / "broken"
+    bad.mkdir()
+    (bad / "training_metadata.json").write_bytes(content)
+    (ws / "reports" / "broken.json").write_text('{"headline": {"finetuned": "x", "delta": null}}')
+    before = {p: p.read_bytes() for p in ws.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["train", "list", "--workspace", str(ws)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert problem in warning and str(bad) in warning
+    assert "broken" in result.stdout and "0.600 (+0.100)" in result.stdout
+    as_json = CliRunner().invoke(main, ["train", "list", "--workspace", str(ws), "--json"])
+    rows = {row["name"]: row for row in json.loads(as_json.stdout)}
+    assert problem in rows["broken"]["problems"][0] and rows["demo-embeddings"]["problems"] == []
+    assert {p: p.read_bytes() for p in ws.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("name", ["../outside", "/etc", "..", ".", "a/b", ""])
 def test_names_that_escape_are_refused(ws: Path, name: str) -> None:
     with pytest.raises(RagdTrainError):

@@ -115,6 +115,8 @@ def validate_config(
         extra = sorted(k for k in error.instance if k not in allowed)
         if extra:
             keys.append(extra[0])
+    if "propertyNames" in error.schema_path and isinstance(error.instance, str):
+        keys.append(error.instance)  # a bad key: name its own line, not its parent's
     field = ".".join(str(k) for k in keys) or "<root>"
     if overrides and _has_path(overrides, keys):
         raise InputError(f"invalid value: {error.message}", path="command line", field=field)

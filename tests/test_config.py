@@ -128,6 +128,7 @@ def test_invalid_value_names_file_line_and_field(tmp_path: Path) -> None:
         ("training:\n  matryoshka_dims: [64, 4]\n", 2, "training.matryoshka_dims", "64"),
         ("corpora:\n  demo:\n    source: chroma\n", 3, "corpora.demo.source", "chroma"),
         ("ollama:\n  timeout: 0\n", 2, "ollama.timeout", "0"),
+        ("corpora:\n  mine:\n    path: a\n  bad name!:\n    path: b\n", 4, "corpora.bad name!", "bad name!"),
     ],
 )
 def test_invalid_values_in_yaml(tmp_path: Path, text: str, line: int, field: str, words: str) -> None:

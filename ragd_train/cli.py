@@ -98,27 +98,32 @@ FLAG_FIELDS = {
 }
 
 
-def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any]) -> None:
+def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: list[str]) -> None:
     """Validate the config files and the flags' values before Snakemake reads them (a YAML error
-    names its file and line; a bad value names the flag)."""
-    from ragd_train.config import default_config_path, load_config
+    names its file and line; a bad value names the flag). For an embeddings target the base model
+    and Matryoshka dims are checked too, so a dry run reports what the real run would refuse."""
+    from ragd_train.config import _has_path, default_config_path, load_config
     from ragd_train.errors import InputError
+    from ragd_train.workspace import check_embedding_config
 
     if not default_config_path().exists():
         return  # not a workflow checkout: Snakemake reports it
     try:
-        load_config(opts["configfiles"], overrides or None)
+        config = load_config(opts["configfiles"], overrides or None)
+        if any("-embeddings" in target for target in targets):
+            check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:
-        if exc.path != "command line":
+        field = exc.field or ""
+        if exc.path != "command line" and not (overrides and _has_path(overrides, field.split("."))):
             raise
-        flag = FLAG_FIELDS.get(exc.field or "", f"the value for {exc.field}")
+        flag = FLAG_FIELDS.get(field, f"the value for {field}")
         raise click.UsageError(f"{flag}: {exc.reason}") from None
 
 
 def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) -> Path:
     from ragd_train.workspace import ragd_home, run_targets
 
-    _check_overrides(opts, overrides)
+    _check_overrides(opts, overrides, targets)
     workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
     run_targets(
         targets,

@@ -233,10 +233,13 @@ def test_generate_data_rejects_bad_flags(args: list[str], message: str, targets:
 
 
 def test_embeddings_flags(tmp_path: Path, targets: Captured) -> None:
+    base = tmp_path / "my-base"  # a local model directory: the pre-run check reads its dimension
+    base.mkdir()
+    (base / "config.json").write_text('{"hidden_size": 384}')
     result = ragd(
         "embeddings",
         "--base-model",
-        "my/base",
+        str(base),
         "--epochs",
         "2",
         "--budget-minutes",
@@ -258,7 +261,7 @@ def test_embeddings_flags(tmp_path: Path, targets: Captured) -> None:
     assert names == ["models/demo-embeddings"]
     assert kwargs["overrides"] == {
         "training": {
-            "embedding_base_model": "my/base",
+            "embedding_base_model": str(base),
             "embedding_epochs": 2,
             "embedding_budget_minutes": 2.5,
             "embedding_max_steps": 40,
@@ -267,6 +270,30 @@ def test_embeddings_flags(tmp_path: Path, targets: Captured) -> None:
             "matryoshka_dims": [64, 32],
         }
     }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--base-model", "no/such-model"], "--base-model: model 'no/such-model' not found"),
+        (["--matryoshka-dims", "1024"], "--matryoshka-dims: [1024] exceed the embedding dimension 384"),
+    ],
+)
+def test_a_dry_run_reports_what_the_real_run_would_refuse(
+    args: list[str], message: str, tmp_path: Path, targets: Captured
+) -> None:
+    for dry in (["-n"], []):
+        result = ragd("embeddings", *args, *dry, "--workspace", tmp_path)
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert targets == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_base_model_in_a_config_file_names_its_line(tmp_path: Path, targets: Captured) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("seed: 3\ntraining:\n  embedding_base_model: nope/typo\n")
+    result = ragd("embeddings", "--configfile", mine, "-n", "--workspace", tmp_path)
+    assert result.exit_code == 1 and f"{mine}:3: field 'training.embedding_base_model'" in result.output
+    assert targets == []
 
 
 @pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), ("none", "none"), ("128", [128])])

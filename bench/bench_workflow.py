@@ -8,8 +8,14 @@ memory per stage (from the rules' ``benchmark:`` files), then base vs fine-tuned
 95% CI for every test set, dense and in ragd's hybrid search, as the report computed it. Last, our
 corpus encoding against a bare ``SentenceTransformer.encode`` of the same texts.
 
+``demo-ollama`` is the demo once more with ``training.query_generator: ollama``: queries and the
+LLM judge come from a real instruction model (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, on the CPU via
+``xllamacpp``) behind the Ollama-protocol server on 127.0.0.1 (``bench/gguf_llm.py``), reached
+through the real ``ollama`` client as a user's Ollama would be.
+
     python bench/bench_workflow.py                       # demo + SciFact (about 35 min on 2 cores)
     python bench/bench_workflow.py --corpora demo        # about 3 min
+    python bench/bench_workflow.py --corpora demo demo-ollama   # no-LLM vs LLM queries, ~20 min
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def scifact_questions(scifact: Path, split: str, out: Path) -> Path:
 
 
 def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool) -> dict:
+    corpus = corpus.removesuffix("-ollama")
     targets = [f"reports/{corpus}-embeddings.json"] + (
         [f"reports/{corpus}-reranker.json"] if reranker else []
     )
@@ -92,7 +99,9 @@ def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool)
         if (workdir / "reports" / f"{corpus}-{kind}.json").exists()
     }
     plan = json.loads((workdir / "models" / f"{corpus}-embeddings" / "training_metadata.json").read_text())
+    stats = json.loads((workdir / "training_data" / corpus / "stats.json").read_text())
     return {
+        "training_data": stats,
         "returncode": done.returncode,
         "wall_s": wall,
         "stages": stages,
@@ -171,6 +180,20 @@ def print_summary(results: dict) -> None:
                     f"[{m['delta_ci_low']:+.4f}, {m['delta_ci_high']:+.4f}])"
                 )
     for n in names:
+        data = results[n]["training_data"]
+        gen, kept = data.get("generation", {}), data.get("filtering", {})
+        llm = results[n].get("llm")
+        print(
+            f"\n{n}: training data by {gen.get('generator')}: {kept.get('kept')} of {kept.get('queries')} "
+            f"queries kept ({kept.get('method')}), train/test {data.get('split', {}).get('train')}/"
+            f"{data.get('split', {}).get('test')}"
+            + (
+                f"; {llm['model']}: {llm['calls']} calls, {llm['model_seconds']} s in the model"
+                if llm
+                else ""
+            )
+        )
+    for n in names:
         enc = results[n].get("encoding")
         if enc:
             print(
@@ -184,7 +207,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--corpora", nargs="+", default=["demo", "scifact"], choices=["demo", "scifact"])
+    parser.add_argument(
+        "--corpora", nargs="+", default=["demo", "scifact"], choices=["demo", "scifact", "demo-ollama"]
+    )
     parser.add_argument("--scifact", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "workflow")
     parser.add_argument("--reranker", action="store_true", help="also build and report the reranker")
@@ -215,8 +240,27 @@ def main() -> None:
                     }
                 }
             }
-        results[corpus] = run_workflow(corpus, workdir, extra, args.reranker)
-        if args.encode_texts:
+        if corpus == "demo-ollama":
+            sys.path.insert(0, str(ROOT / "bench"))
+            from gguf_llm import QWEN_NAME, gguf_ollama_server
+
+            with gguf_ollama_server() as srv:
+                extra = {
+                    "training": {"query_generator": "ollama"},
+                    "ollama": {"host": srv.url, "model": QWEN_NAME},
+                    # RAGAS's LLM metrics with this model on 2 CPU threads: 1 of 20 queries in
+                    # 7 minutes (long prompts of 10 chunks); the IR metrics need no LLM
+                    "evaluation": {"ragas_llm_queries": 0},
+                }
+                results[corpus] = run_workflow(corpus, workdir, extra, args.reranker)
+                results[corpus]["llm"] = {
+                    "model": QWEN_NAME,
+                    "calls": dict(srv.calls),
+                    "model_seconds": round(srv.gguf.seconds, 1),
+                }
+        else:
+            results[corpus] = run_workflow(corpus, workdir, extra, args.reranker)
+        if args.encode_texts and corpus != "demo-ollama":
             results[corpus]["encoding"] = encoding_check(
                 workdir / "snapshots" / f"{corpus}.jsonl", args.encode_texts, args.encode_repeats
             )

@@ -38,7 +38,7 @@ JUDGE_SCHEMA = {
     "type": "object",
     "properties": {
         "score": {"type": "integer", "minimum": 1, "maximum": 5},
-        "reason": {"type": "string"},
+        "reason": {"type": "string", "maxLength": 120},  # a few words: a verdict costs its tokens
     },
     "required": ["score", "reason"],
 }

@@ -115,6 +115,7 @@ def _ragas_llm(
     max_queries: int,
     cache_dir: str | Path,
     seed: int,
+    budget_minutes: float = 0,
 ) -> dict[str, Any]:
     from ragd_train.ragas_llm import LLM_METRICS
 
@@ -138,6 +139,7 @@ def _ragas_llm(
         cache_dir=cache_dir,
         max_queries=max_queries,
         seed=seed,
+        budget_minutes=budget_minutes,
     )
 
 
@@ -328,6 +330,7 @@ def evaluate_models(
     llm: Any = None,
     llm_note: str = "no LLM reachable",
     ragas_llm_queries: int = 20,
+    ragas_llm_minutes: float = 10,
     cache_dir: str | Path | None = "cache",
 ) -> dict[str, Any]:
     """Compare ``model_dir`` with ``base_model`` against the whole snapshot.
@@ -339,7 +342,8 @@ def evaluate_models(
     promotes only a gain of at least ``require_improvement`` whose 95% CI lies above zero (with
     ``require_significant``), and never a model with a significant NDCG@10 loss on any set or mode.
     With ``llm`` (an ``OllamaLLM``), RAGAS's LLM-judged metrics run on the first
-    ``ragas_llm_queries`` queries; otherwise they are reported as skipped with ``llm_note``.
+    ``ragas_llm_queries`` queries, stopping after the query that outlasts ``ragas_llm_minutes``
+    (0 = no limit); otherwise they are reported as skipped with ``llm_note``.
     """
     import tempfile
 
@@ -451,6 +455,7 @@ def evaluate_models(
         ragas_llm_queries,
         cache_dir or "cache",
         seed,
+        ragas_llm_minutes,
     )
     verdict = "rejected" if reasons else "promoted"
     report = {
@@ -631,7 +636,13 @@ def markdown_report(report: dict[str, Any], png_name: str) -> str:
             lines.append(f"- {side}: skipped ({r.get('reason')})")
     llm = report["ragas"]["llm_judged"]
     if llm["status"] == "ok":
-        lines.append(f"- LLM-judged by {llm['judge']} on {llm['queries']} queries (top {llm['top_k']}):")
+        stopped = llm.get("stopped_at_budget_minutes")
+        budget = (
+            f", stopped by the {stopped:g}-minute budget (evaluation.ragas_llm_minutes)" if stopped else ""
+        )
+        lines.append(
+            f"- LLM-judged by {llm['judge']} on {llm['queries']} queries (top {llm['top_k']}{budget}):"
+        )
         for side in ("base", "finetuned"):
             values = ", ".join(
                 f"{m} {llm[side][m]:.3f}" if llm[side][m] is not None else f"{m} n/a" for m in llm["metrics"]

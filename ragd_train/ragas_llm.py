@@ -142,11 +142,16 @@ def ragas_llm_metrics(
     max_queries: int = 20,
     top_k: int = 3,
     seed: int = 42,
+    budget_minutes: float = 0,
 ) -> dict[str, Any]:
     """Mean RAGAS LLM-judged scores per retriever (``retrieved[side][i]`` = chunks for query i).
 
-    A score RAGAS cannot compute (an unreadable verdict, NaN) is left out of the mean and counted.
+    Every retriever is scored on query i before query i+1, so when ``budget_minutes`` (0 = none)
+    runs out, after the query in progress, both means cover the same queries. A score RAGAS cannot
+    compute (an unreadable verdict, NaN) is left out of the mean and counted.
     """
+    import time
+
     from ragas.dataset_schema import SingleTurnSample
     from ragas.metrics import Faithfulness, LLMContextPrecisionWithoutReference, ResponseRelevancy
 
@@ -171,18 +176,32 @@ def ragas_llm_metrics(
     async def score(sample: Any) -> dict[str, float]:
         return {name: float(await m.single_turn_ascore(sample)) for name, m in metrics.items()}
 
-    for side, per_query in retrieved.items():
-        values: dict[str, list[float]] = {name: [] for name in metrics}
-        for i in track(range(n), f"RAGAS LLM metrics ({side})"):
+    values = {side: {name: [] for name in metrics} for side in retrieved}
+    start = time.monotonic()
+    done = 0
+    for i in track(range(n), f"RAGAS LLM metrics ({', '.join(retrieved)})"):
+        for side, per_query in retrieved.items():
             chunks = per_query[i][:top_k]
             response = rag_answer(llm, cache, queries[i], chunks, seed)
             sample = SingleTurnSample(
                 user_input=queries[i], response=response, retrieved_contexts=[c["text"] for c in chunks]
             )
             for name, value in asyncio.run(score(sample)).items():
-                values[name].append(value)
+                values[side][name].append(value)
+        done = i + 1
+        if budget_minutes and time.monotonic() - start > budget_minutes * 60 and done < n:
+            log.warning(
+                "RAGAS LLM metrics: %d of %d queries in the budget of %g min (evaluation.ragas_llm_minutes)",
+                done,
+                n,
+                budget_minutes,
+            )
+            out["stopped_at_budget_minutes"] = budget_minutes
+            break
+    out["queries"] = done
+    for side in retrieved:
         out[side] = {}
-        for name, vals in values.items():
+        for name, vals in values[side].items():
             finite = [v for v in vals if np.isfinite(v)]
             out[side][name] = float(np.mean(finite)) if finite else None
             out[side][f"{name}_failed"] = len(vals) - len(finite)

@@ -21,6 +21,7 @@ with rule_log(snakemake):
         llm=llm,
         llm_note=note,
         ragas_llm_queries=settings["ragas_llm_queries"],
+        ragas_llm_minutes=settings["ragas_llm_minutes"],
     )
     write_report(report, snakemake.output.json, snakemake.output.md, snakemake.output.png)
     print(gate_message(report))

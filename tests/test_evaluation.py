@@ -230,6 +230,36 @@ def test_ragas_llm_metrics_run_through_ollamas_api(test_set: tuple[Path, Path], 
     assert "LLM-judged by ollama:llama3.2:3b on 4 queries" in (tmp_path / "r.md").read_text()
 
 
+def test_ragas_llm_metrics_stop_at_their_budget_with_both_models_on_the_same_queries(
+    test_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("ragas")
+    from ollama_server import OllamaTestServer
+
+    from ragd_train.ollama_client import OllamaLLM
+
+    test, snapshot = test_set
+    with OllamaTestServer(models=["llama3.2:3b"], responder=ragas_judge) as srv:
+        llm = OllamaLLM(host=srv.url, model="llama3.2:3b", retries=0)
+        report = evaluate_models(
+            MINILM,
+            MINILM,
+            test,
+            snapshot,
+            bootstrap_samples=200,
+            llm=llm,
+            ragas_llm_queries=4,
+            ragas_llm_minutes=1e-6,  # outlasted by the first query
+            cache_dir=tmp_path / "cache",
+        )
+        judged = report["ragas"]["llm_judged"]
+        assert judged["queries"] == 1 and judged["stopped_at_budget_minutes"] == 1e-6
+        assert judged["base"]["faithfulness"] == judged["finetuned"]["faithfulness"] == 1.0
+        assert srv.calls["/api/chat"] > 0
+    write_report(report, tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png")
+    assert "on 1 queries (top 3, stopped by the 1e-06-minute budget" in (tmp_path / "r.md").read_text()
+
+
 def _row(delta: float, low: float, high: float) -> dict:
     return {"base": 0.5, "finetuned": 0.5 + delta, "delta": delta, "ci_low": low, "ci_high": high}
 

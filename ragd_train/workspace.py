@@ -47,7 +47,10 @@ def snakemake_command(
 ) -> list[str]:
     """The ``snakemake`` command line that builds ``targets`` in ``workspace``."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow_dir() / "Snakefile")]
-    cmd += ["--directory", str(workspace)]
+    # A run killed between a job's last write and Snakemake's bookkeeping leaves an output marked
+    # incomplete, which Snakemake refuses at the next start; rebuild it instead (the model is
+    # backed up first, and put back if the rebuild fails).
+    cmd += ["--directory", str(workspace), "--rerun-incomplete"]
     if profile:
         profile_path = Path(profile).expanduser()
         if profile_path.exists():

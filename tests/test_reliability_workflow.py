@@ -222,6 +222,34 @@ def test_a_locked_workspace_names_the_unlock_command(ws: Path, tiny_model: Path)
     assert not list(locks.glob("*"))
 
 
+def test_an_output_a_killed_run_left_marked_incomplete_is_rebuilt_by_ragd_train(
+    ws: Path, tiny_model: Path
+) -> None:
+    """SIGKILL after a job moved its output into place, before Snakemake recorded that the job
+    finished: the output stays marked incomplete (as the soak test found), and plain Snakemake
+    refuses to start. `ragd train` rebuilds it."""
+    from base64 import urlsafe_b64encode
+
+    cfg = config(ws, tiny_model)  # unchanged settings: nothing else would rebuild the model
+    marker = ws / ".snakemake" / "incomplete" / urlsafe_b64encode(MODEL.encode()).decode()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text('{"external_jobid": null}')  # as Snakemake writes it when the job starts
+    plain = snakemake(ws, *cfgargs(cfg), "-n", "--", MODEL)
+    assert plain.returncode != 0 and "IncompleteFilesException" in plain.stdout + plain.stderr
+
+    command = ragd_command(ws, cfg, "embeddings", "--cores", "2")
+    dry = subprocess.run([*command, "-n"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert dry.returncode == 0 and "train_embeddings" in dry.stdout + dry.stderr, dry.stderr[-2000:]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not marker.exists() and hidden_dirs(ws) == []
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(ws / MODEL)).encode(["backup schedule"]).shape == (1, 32)
+    again = snakemake(ws, *cfgargs(cfg), "-n", "--", MODEL)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
 # ------------------------------------------------------------------ 4. the snapshot of a refused or dry run
 
 

@@ -6,9 +6,9 @@ side by side on the 300 human test claims (NDCG@10, Recall@10/100, MRR@10 at the
 Matryoshka dims), for two scenarios:
 
 a. corpus only: queries generated from the corpus alone by the no-LLM generator (strategies
-   ``--strategies``), filtered by round-trip consistency and mined with ``ragd_train.mining.mine``
-   against the cached base embeddings, trained with ``ragd_train.embeddings.train_embeddings``;
-   ``--objective distill`` (default, what the workflow does) adds ``ragd_train.teacher`` pairs
+   ``--strategies``), filtered by round-trip consistency and mined with ``ragd_train.generate.mining.mine``
+   against the cached base embeddings, trained with ``ragd_train.embeddings.train.train_embeddings``;
+   ``--objective distill`` (default, what the workflow does) adds ``ragd_train.generate.teacher`` pairs
    labelled by the BM25 + dense teacher, so ``loss: auto`` distils them with MarginMSE;
    ``--objective distill_kl`` gives each query a scored list of the teacher's candidates (its
    top ``--teacher-list-head`` and a draw from the rest of its top 50, ``--teacher-list-size`` in
@@ -75,7 +75,7 @@ def log(msg: str) -> None:
 
 def load_scifact(data: Path, work: Path) -> dict[str, Any]:
     """Snapshot of the corpus (the package's reader), queries and qrels of both splits."""
-    from ragd_train.snapshot import load_snapshot, sync_snapshot
+    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 
     t = time.perf_counter()
     snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
@@ -114,7 +114,7 @@ def cached_encode(
     model: Any, key_parts: list[Any], texts: list[str], cache: Path | None
 ) -> tuple[np.ndarray, float, bool]:
     """Encode ``texts`` (unit-normalised); reuse ``cache`` (bench_generation.py's key scheme)."""
-    from ragd_train.mining import encode
+    from ragd_train.encoding import encode
 
     key = cache_key(key_parts, texts)
     if cache is not None and (cache / f"{key}.npy").is_file():
@@ -166,8 +166,8 @@ def evaluate_model(
     store_key: str | None = None,
 ) -> dict[str, Any]:
     """``store_key``: encode anyway and write the corpus embeddings to ``cache`` under that model key."""
-    from ragd_train.ir_metrics import evaluate
-    from ragd_train.mining import encode
+    from ragd_train.encoding import encode
+    from ragd_train.evaluate.ir_metrics import evaluate
 
     texts = [d["texts"][i] for i in subset]
     t = time.perf_counter()
@@ -237,7 +237,7 @@ def local_llm_queries(args: argparse.Namespace, chunks: list[dict[str, Any]]) ->
     from tqdm import tqdm
 
     from ragd_train.config import load_config
-    from ragd_train.generate import make_generator
+    from ragd_train.generate.queries import make_generator
 
     training = {"query_generator": "local", "local_model": args.local_model}
     config = load_config(overrides={"seed": args.seed, "training": training})
@@ -261,9 +261,10 @@ def corpus_only_data(
     args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Scenario a: no-LLM queries from the corpus, round-trip filter, optional mined negatives."""
-    from ragd_train.bm25 import BM25
-    from ragd_train.generators.nollm import NoLLMGenerator
-    from ragd_train.mining import encode, mine
+    from ragd_train.encoding import encode
+    from ragd_train.generate.bm25 import BM25
+    from ragd_train.generate.mining import mine
+    from ragd_train.generate.nollm import NoLLMGenerator
 
     chunks = d["chunks"]
     strategies = args.strategies.split(",")
@@ -318,7 +319,7 @@ def corpus_only_data(
         )
     teacher_s = None
     if args.objective in ("distill", "distill_kl"):
-        from ragd_train.teacher import teacher_lists, teacher_pairs
+        from ragd_train.generate.teacher import teacher_lists, teacher_pairs
 
         t = time.perf_counter()
         kept = [r["_row"] for r in records]
@@ -379,8 +380,9 @@ def human_data(
     args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Scenario b: (train claim, relevant abstract) pairs with negatives mined by ``mine()``."""
-    from ragd_train.bm25 import BM25
-    from ragd_train.mining import encode, mine
+    from ragd_train.encoding import encode
+    from ragd_train.generate.bm25 import BM25
+    from ragd_train.generate.mining import mine
 
     pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
     pairs = [
@@ -435,7 +437,7 @@ def _train_worker(train_path: str, out_dir: str, cfg: dict[str, Any], queue: Any
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
+    from ragd_train.embeddings.train import EmbeddingTrainingConfig, train_embeddings
 
     try:
         meta = train_embeddings(train_path, out_dir, EmbeddingTrainingConfig(**cfg), device="cpu")
@@ -470,7 +472,7 @@ def train_in_subprocess(train_path: Path, out_dir: Path, cfg: dict[str, Any]) ->
 
 def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) -> None:
     """Time ``trainer.train()`` for the rows in ``train_path`` (ours or bare sentence-transformers)."""
-    from ragd_train.embeddings import (
+    from ragd_train.embeddings.train import (
         DISTILL_TEMPERATURE,
         EmbeddingTrainingConfig,
         loss_name,
@@ -495,7 +497,7 @@ def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) ->
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
-    from ragd_train.models import resolve_model
+    from ragd_train.hub import resolve_model
 
     torch.manual_seed(c.seed)
     with open(train_path, encoding="utf-8") as handle:
@@ -695,7 +697,7 @@ def main() -> int:
 
     import torch
 
-    from ragd_train.models import resolve_model
+    from ragd_train.hub import resolve_model
 
     t_all = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -725,7 +727,7 @@ def main() -> int:
         base_full, enc_s, cached = cached_encode(base, [model_path, ENCODE_BATCH], d["texts"], args.cache)
         stages["base_encode_corpus"] = round(enc_s, 2)
         stages["base_encode_corpus_cached"] = cached
-        from ragd_train.mining import encode
+        from ragd_train.encoding import encode
 
         base_q = encode(base, [d["queries"][q] for q in test_ids], ENCODE_BATCH)
         subset = (
@@ -737,7 +739,7 @@ def main() -> int:
         full_dim = base_full.shape[1]
         dims = sorted({full_dim, *dims}, reverse=True)
         t = time.perf_counter()
-        from ragd_train.ir_metrics import evaluate
+        from ragd_train.evaluate.ir_metrics import evaluate
 
         res = evaluate(
             None,

@@ -3,10 +3,10 @@
 One run, on BEIR SciFact (read in place from ``../shared/data/scifact``, CC BY-NC, never copied):
 
 1. Breaks ``sentence-transformers/all-MiniLM-L6-v2`` on purpose: the package's own training,
-   ``ragd_train.embeddings.train_embeddings``, on the human training claims (``qrels/train.tsv``,
+   ``ragd_train.embeddings.train.train_embeddings``, on the human training claims (``qrels/train.tsv``,
    (claim, relevant abstract) pairs, no hard negatives) with a huge learning rate (``--lr`` 5e-3)
    for ``--steps`` steps (default 24; batch 32, train max_seq_length 128, 1 epoch).
-2. Judges it with the package's promotion gate, ``ragd_train.evaluation.evaluate_models``
+2. Judges it with the package's promotion gate, ``ragd_train.evaluate.embeddings.evaluate_models``
    (base vs model on the 300 test claims against the full 5,183-abstract snapshot; paired
    bootstrap 95% CI and sign-flip p-value; verdict ``promoted`` only for a positive NDCG@10 delta
    of at least ``--require-improvement``) and ``gate_message``.
@@ -16,14 +16,14 @@ One run, on BEIR SciFact (read in place from ``../shared/data/scifact``, CC BY-N
    did); the reference row has no expected verdict: it shows what the gate makes of a real
    fine-tune, which it should promote only if that beats the base.
 
-The gate loads each model as it was saved (``ragd_train.mining.load_encoder``). A model trained by
+The gate loads each model as it was saved (``ragd_train.encoding.load_encoder``). A model trained by
 ``train_embeddings`` keeps its training max_seq_length (128) in its tokenizer config, so the gate
 encodes the corpus at 128 tokens for it and at 256 for the base. ``--good-seq 256`` also judges
 the good model at the base's 256 tokens, which is how ``bench_embeddings.py`` measures it.
 
 Corpus embeddings of the base (and of the good model) are read from ``bench/out/cache`` (the key
 scheme of bench_embeddings.py / bench_reranker.py; other lengths get their own key with the
-weights' size and mtime) by wrapping ``ragd_train.mining.encode``; the broken model is always
+weights' size and mtime) by wrapping ``ragd_train.encoding.encode``; the broken model is always
 encoded afresh. Results: ``bench/out/bench_gate.json``.
 
     . .venv/bin/activate
@@ -65,7 +65,7 @@ def log(msg: str) -> None:
 
 def load_scifact(data: Path, work: Path) -> dict[str, Any]:
     """Snapshot (the package's BEIR reader), queries and qrels of both splits."""
-    from ragd_train.snapshot import load_snapshot, sync_snapshot
+    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 
     snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
     chunks = load_snapshot(snapshot)
@@ -110,14 +110,14 @@ def split_records(d: dict[str, Any], split: str) -> list[dict[str, Any]]:
 
 
 class EncodeCache:
-    """Wraps ``ragd_train.mining.load_encoder``/``encode`` so that corpus encodings come from disk.
+    """Wraps ``ragd_train.encoding.load_encoder``/``encode`` so that corpus encodings come from disk.
 
     Only models whose resolved path is in ``cacheable`` are looked up; ``seq`` (path -> length)
     overrides the max_seq_length a model was saved with.
     """
 
     def __init__(self, cache: Path, cacheable: set[str]) -> None:
-        import ragd_train.mining as mining
+        import ragd_train.encoding as mining
 
         self.mining = mining
         self.cache = cache
@@ -132,7 +132,7 @@ class EncodeCache:
         self.mining.load_encoder, self.mining.encode = self._load, self._encode
 
     def load_encoder(self, name: str) -> Any:
-        from ragd_train.models import resolve_model
+        from ragd_train.hub import resolve_model
 
         model = self._load(name)
         path = resolve_model(name)
@@ -200,10 +200,10 @@ def main() -> int:
 
     import torch
 
-    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
-    from ragd_train.evaluation import evaluate_models, gate_message
+    from ragd_train.embeddings.train import EmbeddingTrainingConfig, train_embeddings
+    from ragd_train.evaluate.embeddings import evaluate_models, gate_message
+    from ragd_train.hub import resolve_model
     from ragd_train.jsonl_io import write_json, write_jsonl
-    from ragd_train.models import resolve_model
     from ragd_train.progress import setup_logging
 
     setup_logging()

@@ -6,7 +6,7 @@ In one run, on the BEIR SciFact corpus (read in place, never copied) and the off
 1. builds the snapshot and times no-LLM query generation (chunks/s), for the configured
    strategy mix (in memory and through the pipeline's ``generate_queries``) and per strategy;
 2. encodes the corpus and the generated queries once (timed on its own: encoding dominates and
-   is shared by both miners), then times ``ragd_train.mining.mine`` (dense + BM25 RRF fusion,
+   is shared by both miners), then times ``ragd_train.generate.mining.mine`` (dense + BM25 RRF fusion,
    relative-margin guard) and sentence-transformers' ``util.mine_hard_negatives`` on the same
    queries, positives and corpus with comparable settings. ST is handed the same precomputed
    embeddings through a model wrapper whose ``encode_query``/``encode_document`` look the texts
@@ -121,7 +121,7 @@ class EmbeddingStore:
         self.timings: dict[str, dict[str, Any]] = {}
 
     def encode(self, label: str, texts: list[str]) -> np.ndarray:
-        from ragd_train.mining import encode
+        from ragd_train.encoding import encode
 
         key = hashlib.sha256(
             json.dumps([self.model_path, self.batch_size, texts], ensure_ascii=False).encode()
@@ -152,9 +152,9 @@ class EmbeddingStore:
 
 def bench_generation(args: argparse.Namespace, config: dict[str, Any], work: Path) -> dict[str, Any]:
     """Snapshot build, then no-LLM generation: in memory (mix and per strategy) and via the pipeline."""
-    from ragd_train.generate import generate_queries
-    from ragd_train.generators.nollm import NoLLMGenerator
-    from ragd_train.snapshot import read_source, sync_snapshot, validate_chunks
+    from ragd_train.generate.nollm import NoLLMGenerator
+    from ragd_train.generate.queries import generate_queries
+    from ragd_train.generate.snapshot import read_source, sync_snapshot, validate_chunks
 
     cfg: dict[str, Any] = {"source": "beir", "path": str(args.data)}
     if args.corpus_limit:
@@ -211,7 +211,7 @@ def bench_generation(args: argparse.Namespace, config: dict[str, Any], work: Pat
         "mix": mix,
         "per_strategy": per_strategy,
         "pipeline": {
-            "function": "ragd_train.generate.generate_queries (load snapshot, generate, write JSONL)",
+            "function": "ragd_train.generate.queries.generate_queries (load snapshot, generate, write JSONL)",
             "chunks": stats["chunks"],
             "queries": stats["queries"],
             "chunks_without_query": stats["chunks_without_query"],
@@ -239,8 +239,8 @@ def run_ours(
     bm25: Any = None,
 ) -> tuple[list[list[int]], dict[str, float], list[Any]]:
     """Our miner; the BM25 index is built inside the timing unless one is passed in."""
-    from ragd_train.bm25 import BM25
-    from ragd_train.mining import mine
+    from ragd_train.generate.bm25 import BM25
+    from ragd_train.generate.mining import mine
 
     bm25_s = bm25_cpu = 0.0
     if use_bm25 and bm25 is None:
@@ -415,9 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ragd_train.config import load_config
+    from ragd_train.generate.snapshot import load_snapshot
+    from ragd_train.hub import resolve_model
     from ragd_train.jsonl_io import read_jsonl
-    from ragd_train.models import resolve_model
-    from ragd_train.snapshot import load_snapshot
 
     wall0 = time.perf_counter()
     load_start = load_average()
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         f"[2/4] encoding {len(texts)} chunks, {len(queries)} + {len(qrels['queries'])} queries ...",
         flush=True,
     )
-    from ragd_train.mining import load_encoder
+    from ragd_train.encoding import load_encoder
 
     model_path = resolve_model(MODEL)
     model, load_s = timed(lambda: load_encoder(MODEL))
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[4/4] false-negative check on qrels ...", flush=True)
     fn: dict[str, Any] = {}
     if t_emb is not None:
-        from ragd_train.bm25 import BM25
+        from ragd_train.generate.bm25 import BM25
 
         bm25 = BM25(texts)
         for name in ("ours", "ours_dense", "st"):

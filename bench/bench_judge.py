@@ -1,7 +1,7 @@
 """The LLM judge with a real model: time per verdict and score agreement, with and without the
 ``maxLength`` cap on the verdict's ``reason`` in ``JUDGE_SCHEMA``.
 
-The judge (``ragd_train.generators.llm.LLMJudge``, through the real ``ollama`` client) rates the
+The judge (``ragd_train.generate.llm.LLMJudge``, through the real ``ollama`` client) rates the
 demo's hand-written questions against the start of a document that answers them and of one that
 does not. The model is Qwen2.5-Coder-1.5B-Instruct on the CPU behind the Ollama-protocol server
 (``bench/gguf_llm.py``). Both schemas judge the same pairs, alternating which goes first.
@@ -54,8 +54,8 @@ def main() -> None:
     from gguf_llm import QWEN_NAME, gguf_ollama_server
 
     from ragd_train.cache import GenerationCache
-    from ragd_train.generators import llm as judge_module
-    from ragd_train.ollama_client import OllamaLLM
+    from ragd_train.chat.ollama import OllamaLLM
+    from ragd_train.generate import llm as judge_module
 
     capped = judge_module.JUDGE_SCHEMA
     uncapped = copy.deepcopy(capped)

@@ -70,9 +70,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000)
     args = parser.parse_args()
 
-    from ragd_train.ir_metrics import mrr_at_k, ndcg_at_k
+    from ragd_train.evaluate.ir_metrics import mrr_at_k, ndcg_at_k
+    from ragd_train.hub import resolve_model
     from ragd_train.jsonl_io import read_jsonl
-    from ragd_train.models import resolve_model
     from ragd_train.stats import paired_bootstrap
 
     meta = json.loads((args.model / "training_metadata.json").read_text())

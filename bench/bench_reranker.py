@@ -8,15 +8,15 @@ One run, on BEIR SciFact (read in place from ``../shared/data/scifact``, CC BY-N
    report says so. The base model's corpus embeddings are cached in ``bench/out/cache`` (the key
    scheme of bench_generation.py / bench_embeddings.py).
 2. Training data: the human training claims (``qrels/train.tsv``), each (claim, relevant abstract)
-   with ``--negatives`` hard negatives mined by ``ragd_train.mining.mine`` (dense + BM25 fusion,
+   with ``--negatives`` hard negatives mined by ``ragd_train.generate.mining.mine`` (dense + BM25 fusion,
    relative-margin guard) against the base embeddings; the claim's other relevant abstracts are
    never negatives. Written as the workflow's train.jsonl records.
-3. Training: ``ragd_train.reranker.train_reranker`` (the rule's code). ``--kind colbert`` (the
+3. Training: ``ragd_train.reranker.train.train_reranker`` (the rule's code). ``--kind colbert`` (the
    default here) trains sentence-transformers' native late-interaction ``MultiVectorEncoder`` from the
    offline all-MiniLM-L6-v2 weights with MultipleNegativesRankingLoss; ``--kind cross-encoder``
    trains a ``CrossEncoder`` from the same weights with a fresh scoring head, since
    ``cross-encoder/ms-marco-MiniLM-L-6-v2`` is not available offline (BCE by default).
-4. Evaluation: ``ragd_train.reranker.evaluate_rerankers`` (the report rule's code): NDCG@10 and
+4. Evaluation: ``ragd_train.evaluate.reranker.evaluate_rerankers`` (the report rule's code): NDCG@10 and
    MRR@10 of the embeddings alone and reranked, measured in this run on the same candidates, with
    95% paired-bootstrap CIs and a sign-flip p-value. ``--with-base-reranker`` also scores the
    untrained base (noise; costs another full scoring pass).
@@ -72,7 +72,7 @@ def log(msg: str) -> None:
 
 def load_scifact(data: Path, work: Path) -> dict[str, Any]:
     """Snapshot of the corpus (the package's BEIR reader), queries and qrels of both splits."""
-    from ragd_train.snapshot import load_snapshot, sync_snapshot
+    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 
     snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
     chunks = load_snapshot(snapshot)
@@ -109,8 +109,8 @@ class CachedEmbedder:
     def __call__(self, name: str, texts: list[str]) -> np.ndarray:
         from sentence_transformers import SentenceTransformer
 
-        from ragd_train.mining import encode
-        from ragd_train.models import resolve_model
+        from ragd_train.encoding import encode
+        from ragd_train.hub import resolve_model
 
         path = resolve_model(name)
         key = hashlib.sha256(json.dumps([path, ENCODE_BATCH, texts], ensure_ascii=False).encode()).hexdigest()
@@ -138,8 +138,8 @@ def training_records(
     d: dict[str, Any], embed: CachedEmbedder, negatives: int, limit: int | None, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(train claim, relevant abstract, mined hard negatives) as train.jsonl records."""
-    from ragd_train.bm25 import BM25
-    from ragd_train.mining import mine
+    from ragd_train.generate.bm25 import BM25
+    from ragd_train.generate.mining import mine
 
     pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
     qids = sorted(q for q in d["qrels"]["train"] if q in d["queries"])
@@ -225,15 +225,13 @@ def main() -> int:
 
     import torch
 
+    from ragd_train.evaluate.reranker import evaluate_rerankers, markdown_reranker_report, reranker_message
     from ragd_train.jsonl_io import write_json, write_jsonl
     from ragd_train.progress import setup_logging
-    from ragd_train.reranker import (
+    from ragd_train.reranker.train import (
         DEFAULT_FALLBACK,
         DEFAULT_RERANKER,
         RerankerTrainingConfig,
-        evaluate_rerankers,
-        markdown_reranker_report,
-        reranker_message,
         train_reranker,
     )
 

@@ -71,9 +71,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bootstrap-samples", type=int, default=10_000)
     args = p.parse_args()
-    from ragd_train.ir_metrics import evaluate
-    from ragd_train.mining import encode
-    from ragd_train.models import resolve_model
+    from ragd_train.encoding import encode
+    from ragd_train.evaluate.ir_metrics import evaluate
+    from ragd_train.hub import resolve_model
 
     missing = [str(m) for m in args.models if not (m / "model.safetensors").is_file()]
     if missing:

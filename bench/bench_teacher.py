@@ -1,7 +1,7 @@
 """Benchmark: the corpus-only teacher vs its parts on SciFact (NDCG@10, test and train claims).
 
-Side by side in one run: the base model (all-MiniLM-L6-v2), BM25 (``ragd_train.bm25``), their
-reciprocal-rank fusion, and ``ragd_train.teacher.teacher_scores`` (z-score fusion) at several BM25
+Side by side in one run: the base model (all-MiniLM-L6-v2), BM25 (``ragd_train.generate.bm25``), their
+reciprocal-rank fusion, and ``ragd_train.generate.teacher.teacher_scores`` (z-score fusion) at several BM25
 shares. The teacher labels the pairs that embedding training distils (``mining.teacher_pairs``), so
 it must beat both parts by a clear margin for distillation to have anything to teach. The train
 claims (``qrels/train.tsv``, never used by corpus-only training) are the dev split on which the
@@ -28,7 +28,7 @@ import bench_embeddings as be  # noqa: E402
 
 
 def ndcg10(scores: np.ndarray, doc_ids: np.ndarray, relevant: list[dict[str, int]]) -> float:
-    from ragd_train.ir_metrics import ndcg_at_k
+    from ragd_train.evaluate.ir_metrics import ndcg_at_k
 
     top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     return float(ndcg_at_k([list(doc_ids[t]) for t in top], relevant, 10).mean())
@@ -42,10 +42,10 @@ def main() -> int:
     p.add_argument("--splits", default="test,train", help="qrels splits to score, one column each")
     args = p.parse_args()
 
-    from ragd_train.bm25 import BM25
-    from ragd_train.mining import encode
-    from ragd_train.models import resolve_model
-    from ragd_train.teacher import teacher_scores
+    from ragd_train.encoding import encode
+    from ragd_train.generate.bm25 import BM25
+    from ragd_train.generate.teacher import teacher_scores
+    from ragd_train.hub import resolve_model
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_teacher_") as tmp:

@@ -114,9 +114,9 @@ def encoding_check(snapshot: Path, limit: int, repeats: int) -> dict:
     """Our corpus encoding (the miner's encoder, no cache) vs a bare SentenceTransformer.encode."""
     from sentence_transformers import SentenceTransformer
 
-    from ragd_train.mining import CachedEncoder
-    from ragd_train.models import resolve_model
-    from ragd_train.snapshot import load_snapshot
+    from ragd_train.encoding import CachedEncoder
+    from ragd_train.generate.snapshot import load_snapshot
+    from ragd_train.hub import resolve_model
 
     texts = [c["text"] for c in load_snapshot(snapshot)][:limit]
     name = "sentence-transformers/all-MiniLM-L6-v2"

@@ -10,7 +10,7 @@ device), then checks what it wrote:
    ``FineTunedEmbedder``.
 2. ``reranker``: ``train_reranker`` with kind ``colbert`` from the same MiniLM, 1 epoch; metadata
    device cuda; ``FineTunedReranker`` scores a query against 3 passages.
-3. ``lora``: ``train_lora(..., "peft")`` on a tiny random Llama built here (like tests/test_lora.py's
+3. ``lora``: ``train_lora(..., "peft")`` on a tiny random Llama built here (like tests/llm/test_lora.py's
    ``tiny_llama``: SmolLM2's tokenizer from ``--tokenizer``, else a small BPE trained on data/demo)
    and the demo RAFT data, 1 epoch; the adapter exists, metadata device cuda, ``gpu_peak_memory_mb > 0``.
 
@@ -141,8 +141,8 @@ def common_checks(check: Checks, meta: dict[str, Any]) -> dict[str, Any]:
 def step_embeddings(ctx: Context, check: Checks) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    import ragd_train.embeddings as emb
-    from ragd_train.embedder import FineTunedEmbedder
+    import ragd_train.embeddings.train as emb
+    from ragd_train.ragd.embedder import FineTunedEmbedder
 
     folder = ctx.work / "demo-embeddings"
     cfg = emb.EmbeddingTrainingConfig(base_model=str(ctx.minilm), epochs=1)
@@ -167,7 +167,8 @@ def step_embeddings(ctx: Context, check: Checks) -> dict[str, Any]:
 
 
 def step_reranker(ctx: Context, check: Checks) -> dict[str, Any]:
-    from ragd_train.reranker import FineTunedReranker, RerankerTrainingConfig, train_reranker
+    from ragd_train.reranker.scoring import FineTunedReranker
+    from ragd_train.reranker.train import RerankerTrainingConfig, train_reranker
 
     folder = ctx.work / "demo-reranker"
     base = str(ctx.minilm)
@@ -191,7 +192,7 @@ def step_reranker(ctx: Context, check: Checks) -> dict[str, Any]:
 
 
 def demo_bpe_tokenizer() -> Any:
-    """tests/test_lora.py's fallback: a small byte-level BPE trained on the demo documents."""
+    """tests/llm/test_lora.py's fallback: a small byte-level BPE trained on the demo documents."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -212,7 +213,7 @@ def demo_bpe_tokenizer() -> Any:
 
 
 def tiny_llama(path: Path, tokenizer_dir: Path | None) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 32), as tests/test_lora.py's fixture builds it."""
+    """A randomly initialised 2-layer Llama (hidden 32), as tests/llm/test_lora.py's fixture builds it."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -236,7 +237,7 @@ def tiny_llama(path: Path, tokenizer_dir: Path | None) -> Path:
 
 
 def step_lora(ctx: Context, check: Checks) -> dict[str, Any]:
-    from ragd_train.lora import ADAPTER_FILE, LoraTrainingConfig, train_lora
+    from ragd_train.llm.lora import ADAPTER_FILE, LoraTrainingConfig, train_lora
 
     base = tiny_llama(ctx.work / "tiny-llama", ctx.tokenizer)
     folder = ctx.work / "demo-llm"

@@ -104,7 +104,7 @@ def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: l
     and Matryoshka dims are checked too, so a dry run reports what the real run would refuse."""
     from ragd_train.config import _has_path, default_config_path, load_config
     from ragd_train.errors import InputError
-    from ragd_train.workspace import check_embedding_config
+    from ragd_train.runner import check_embedding_config
 
     if not default_config_path().exists():
         return  # not a workflow checkout: Snakemake reports it
@@ -121,7 +121,7 @@ def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: l
 
 
 def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) -> Path:
-    from ragd_train.workspace import ragd_home, run_targets
+    from ragd_train.runner import ragd_home, run_targets
 
     _check_overrides(opts, overrides, targets)
     workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
@@ -326,7 +326,7 @@ def _train_model(
         return
     from ragd_train.config import load_config
     from ragd_train.progress import setup_logging
-    from ragd_train.workspace import ragd_home
+    from ragd_train.runner import ragd_home
 
     if opts["dry_run"]:
         click.echo(f"would train {kind} on {data}")
@@ -339,7 +339,7 @@ def _train_model(
 
 
 def _fit_embeddings(data: Path, out: Path, config: dict[str, Any]) -> None:
-    from ragd_train.embeddings import EmbeddingTrainingConfig, train_embeddings
+    from ragd_train.embeddings.train import EmbeddingTrainingConfig, train_embeddings
 
     train_embeddings(data, out, EmbeddingTrainingConfig.from_workflow(config))
 
@@ -348,7 +348,7 @@ def _index_folders(
     workspace: Path, corpus: tuple[str, str | None, str | None], configfiles: tuple[str, ...]
 ) -> list[str]:
     """The folders ``ragd index`` must re-read: the snapshot's file folders, else a documents folder."""
-    from ragd_train.ragd_config import index_folders
+    from ragd_train.ragd.config import index_folders
 
     name, source, path = corpus
     if source is None:
@@ -361,7 +361,7 @@ def _index_folders(
 
 
 def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
-    from ragd_train.ragd_config import require_model_dir, switch_message
+    from ragd_train.ragd.config import require_model_dir, switch_message
 
     click.echo(f"Model ready: {model_dir}")
     click.echo(switch_message(model_dir, require_model_dir(model_dir), folders))
@@ -454,13 +454,13 @@ def reranker_cmd(
 
 
 def _fit_reranker(data: Path, out: Path, config: dict[str, Any]) -> None:
-    from ragd_train.reranker import RerankerTrainingConfig, train_reranker
+    from ragd_train.reranker.train import RerankerTrainingConfig, train_reranker
 
     train_reranker(data, out, RerankerTrainingConfig.from_workflow(config))
 
 
 def _print_reranker_hint(model_dir: Path, _folders: list[str]) -> None:
-    from ragd_train.reranker import ragd_reranker_hint
+    from ragd_train.reranker.scoring import ragd_reranker_hint
 
     click.echo(f"Model ready: {model_dir}")
     click.echo(ragd_reranker_hint(model_dir))
@@ -527,7 +527,7 @@ def llm(
     workspace = _run([target], opts, overrides)
     if opts["dry_run"]:
         return
-    from ragd_train.lora import ragd_llm_hint
+    from ragd_train.llm.lora import ragd_llm_hint
 
     built = workspace / target
     click.echo(f"Adapter ready: {built}")
@@ -607,14 +607,14 @@ REPORT_KINDS = ("embeddings", "reranker", "llm")
 
 def _verdict(kind: str, report: dict[str, Any]) -> tuple[str, bool]:
     if kind == "reranker":
-        from ragd_train.reranker import reranker_message
+        from ragd_train.evaluate.reranker import reranker_message
 
         return reranker_message(report), report["verdict"] == "improves"
     if kind == "llm":
-        from ragd_train.llm_eval import llm_message
+        from ragd_train.evaluate.llm import llm_message
 
         return llm_message(report), report["improved"]
-    from ragd_train.evaluation import gate_message
+    from ragd_train.evaluate.embeddings import gate_message
 
     return gate_message(report), report["gate"]["verdict"] == "promoted"
 
@@ -631,7 +631,7 @@ def _evaluate_direct(
     """Evaluate any two sentence-transformers models outside the workflow."""
     import json
 
-    from ragd_train.evaluation import evaluate_models, write_report
+    from ragd_train.evaluate.embeddings import evaluate_models, write_report
     from ragd_train.progress import setup_logging
 
     model_dir = model if model.is_dir() else ws / "models" / model
@@ -663,7 +663,7 @@ workspace_option = click.option(
 
 
 def _workspace(path: Path | None) -> Path:
-    from ragd_train.workspace import ragd_home
+    from ragd_train.runner import ragd_home
 
     return (path or ragd_home()).expanduser().resolve()
 
@@ -677,7 +677,7 @@ def unlock_cmd(workspace: Path | None, configfiles: tuple[str, ...]) -> None:
 
     Only when no other `ragd train` or snakemake run is using the workspace.
     """
-    from ragd_train.workspace import unlock_workspace
+    from ragd_train.runner import unlock_workspace
 
     ws = _workspace(workspace)
     unlock_workspace(ws, configfiles)
@@ -778,7 +778,7 @@ def export_cmd(name: str, dest: Path, fmt: str, workspace: Path | None) -> None:
 @friendly_errors
 def fuse_cmd(name: str, dest: Path | None, workspace: Path | None) -> None:
     """Merge a LoRA adapter (peft or mlx) into its base model: a plain Hugging Face model."""
-    from ragd_train.lora.export import fuse
+    from ragd_train.llm.export import fuse
     from ragd_train.management import model_path
     from ragd_train.progress import setup_logging
 
@@ -844,7 +844,7 @@ def use_cmd(model: str, workspace: Path | None) -> None:
     Writes ragd's ~/.ragd/config.yaml through ragd's own config model when ragd is installed,
     then prints the ragd commands that re-embed the index with the model.
     """
-    from ragd_train.ragd_config import read_ragd_settings, require_model_dir, set_values
+    from ragd_train.ragd.config import read_ragd_settings, require_model_dir, set_values
 
     model_dir = Path(model).expanduser()
     if not model_dir.is_dir():
@@ -879,8 +879,8 @@ def snapshot(
     import os
 
     from ragd_train.config import load_config, resolve_corpus, workflow_dir
-    from ragd_train.snapshot import sync_snapshot
-    from ragd_train.workspace import ragd_home
+    from ragd_train.generate.snapshot import sync_snapshot
+    from ragd_train.runner import ragd_home
 
     config = load_config(configfiles, _corpus_overrides(corpus, source, path) or None)
     if corpus not in config["corpora"]:

@@ -105,7 +105,7 @@ def validate_config(
     if error is None:
         _check_cross_fields(config, sources)
         if isinstance(config.get("ollama"), dict):
-            from ragd_train.ragd_config import ollama_settings
+            from ragd_train.ragd.config import ollama_settings
 
             config["ollama"] = ollama_settings(config["ollama"])  # one LLM setting: ragd's
         return config

@@ -135,7 +135,7 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
             f"{links[0]}: symlinks in a model directory are not exported; replace it by a file"
         )
     if fmt == "ollama":
-        from ragd_train.lora.export import export_ollama
+        from ragd_train.llm.export import export_ollama
 
         return export_ollama(src, dest)
     if fmt == "hf":

@@ -7,14 +7,14 @@ from snakemake.utils import min_version, validate
 
 from ragd_train.config import resolve_corpus, validate_config
 from ragd_train.errors import RagdTrainError
-from ragd_train.snapshot import file_sha256, snapshot_digest, sync_snapshot
+from ragd_train.generate.snapshot import file_sha256, snapshot_digest, sync_snapshot
 from ragd_train.staging import (
     backup_models,
     finish_backups,
     recover_orphaned_backups,
     remove_stale_staging,
 )
-from ragd_train.workspace import check_embedding_config
+from ragd_train.runner import check_embedding_config
 
 min_version("9.0")
 

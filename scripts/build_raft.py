@@ -1,7 +1,7 @@
 """Rule script: RAFT training data (oracle + hard distractors in ragd's prompt, CoT answers)."""
 
-from ragd_train.raft import build_raft_data
-from ragd_train.workflow import rule_log
+from ragd_train.llm.raft import build_raft_data
+from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     build_raft_data(

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from ragd_train.generate import build_training_data
-from ragd_train.workflow import rule_log
+from ragd_train.generate.queries import build_training_data
+from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     build_training_data(

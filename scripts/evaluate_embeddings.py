@@ -1,7 +1,7 @@
 """Rule script: A/B report of a fine-tuned embedding model against its base."""
 
-from ragd_train.evaluation import connect_judge, evaluate_models, gate_message, write_report
-from ragd_train.workflow import rule_log
+from ragd_train.evaluate.embeddings import connect_judge, evaluate_models, gate_message, write_report
+from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     settings = snakemake.config["evaluation"]

@@ -1,7 +1,7 @@
 """Rule script: answer quality of the RAFT adapter against its base on the RAFT test split."""
 
-from ragd_train.llm_eval import evaluate_llm_target
-from ragd_train.workflow import rule_log
+from ragd_train.evaluate.llm import evaluate_llm_target
+from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     evaluate_llm_target(

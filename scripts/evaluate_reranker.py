@@ -2,9 +2,9 @@
 
 from functools import cache
 
-from ragd_train.mining import CachedEncoder
-from ragd_train.reranker import evaluate_rerankers, reranker_message, write_reranker_report
-from ragd_train.workflow import rule_log
+from ragd_train.encoding import CachedEncoder
+from ragd_train.evaluate.reranker import evaluate_rerankers, reranker_message, write_reranker_report
+from ragd_train.progress import rule_log
 
 
 @cache

@@ -1,8 +1,8 @@
 """Rule script: synthetic queries for every chunk of a snapshot."""
 
-from ragd_train.generate import generate_queries
+from ragd_train.generate.queries import generate_queries
 from ragd_train.jsonl_io import write_json
-from ragd_train.workflow import rule_log
+from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     stats = generate_queries(

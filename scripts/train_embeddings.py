@@ -1,8 +1,8 @@
 """Rule script: fine-tune the embedding model of one corpus."""
 
-from ragd_train.embeddings import EmbeddingTrainingConfig, ragd_config_hint, train_embeddings
-from ragd_train.ragd_config import index_folders
-from ragd_train.workflow import rule_log
+from ragd_train.embeddings.train import EmbeddingTrainingConfig, ragd_config_hint, train_embeddings
+from ragd_train.progress import rule_log
+from ragd_train.ragd.config import index_folders
 
 with rule_log(snakemake):
     meta = train_embeddings(

@@ -1,7 +1,7 @@
 """Rule script: train the RAFT LoRA adapter of one corpus with the rule's backend."""
 
-from ragd_train.lora import LoraTrainingConfig, ragd_llm_hint, train_lora
-from ragd_train.workflow import rule_log
+from ragd_train.llm.lora import LoraTrainingConfig, ragd_llm_hint, train_lora
+from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     train_lora(

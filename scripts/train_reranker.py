@@ -1,7 +1,8 @@
 """Rule script: fine-tune the reranker of one corpus."""
 
-from ragd_train.reranker import RerankerTrainingConfig, ragd_reranker_hint, train_reranker
-from ragd_train.workflow import rule_log
+from ragd_train.progress import rule_log
+from ragd_train.reranker.scoring import ragd_reranker_hint
+from ragd_train.reranker.train import RerankerTrainingConfig, train_reranker
 
 with rule_log(snakemake):
     train_reranker(

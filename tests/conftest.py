@@ -23,7 +23,7 @@ def make_tiny_model(path: Path, dim: int = 32) -> Path:
     from sentence_transformers.sentence_transformer import modules as models
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from ragd_train.models import resolve_model
+    from ragd_train.hub import resolve_model
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))

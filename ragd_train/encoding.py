@@ -1,0 +1,58 @@
+"""Sentence-transformers encoders: loaded offline, batched, normalised, cached on disk."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("ragd_train")
+
+
+def load_encoder(name: str) -> Any:
+    """Load a sentence-transformers model from a name resolved offline."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragd_train.hub import resolve_model
+
+    return SentenceTransformer(resolve_model(name), trust_remote_code=False)
+
+
+class CachedEncoder:
+    """Encode texts with a model loaded only when some text is not in the embedding cache yet."""
+
+    def __init__(self, name: str, cache_root: str | Path | None = None, batch_size: int = 64) -> None:
+        from ragd_train.cache import EmbeddingCache, model_fingerprint
+        from ragd_train.hub import resolve_model
+
+        self.name = name
+        self.path = resolve_model(name)
+        self.batch_size = batch_size
+        self._model: Any = None
+        fingerprint = model_fingerprint(self.path, normalize=True)
+        self.cache = EmbeddingCache(cache_root, fingerprint) if cache_root is not None else None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = load_encoder(self.path)
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self.cache is None:
+            return encode(self.model, texts, self.batch_size)
+        return self.cache.encode(texts, lambda todo: encode(self.model, todo, self.batch_size))
+
+
+def encode(model: Any, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Unit-normalised float32 embeddings of ``texts``."""
+    emb = model.encode(
+        texts,
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=progress,
+    )
+    return np.asarray(emb, dtype=np.float32)

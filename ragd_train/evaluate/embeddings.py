@@ -1,0 +1,662 @@
+"""A/B evaluation of a fine-tuned embedding model against its base on held-out queries.
+
+IR metrics per query (full and Matryoshka dims), paired bootstrap CIs and a sign-flip test on
+the difference, RAGAS ID-based context precision/recall, a promotion gate, JSON/Markdown/PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragd_train.errors import RagdTrainError
+from ragd_train.generate.snapshot import load_snapshot
+from ragd_train.jsonl_io import atomic_open, read_records, write_json
+from ragd_train.stats import paired_bootstrap, sign_flip_test
+
+log = logging.getLogger("ragd_train")
+KS = {"ndcg": [10], "mrr": [10], "recall": [1, 10, 100]}
+HEADLINE = "ndcg@10"
+RAGAS_TOP_K = 10
+
+
+def load_test_set(test_path: str | Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Queries and qrels from test records (``query``, ``positive_id``; ``query_id`` optional)."""
+    records = read_records(test_path, required=("query", "positive_id"))
+    if not records:
+        raise RagdTrainError(f"{test_path}: no test records")
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for i, record in enumerate(records):
+        qid = str(record.get("query_id") or f"q{i}")
+        queries[qid] = str(record["query"])
+        qrels.setdefault(qid, {})[str(record["positive_id"])] = 1
+    return queries, qrels
+
+
+def corpus_from_test(test_path: str | Path) -> list[dict[str, Any]]:
+    """A corpus made of the test records' positives and negatives (when no snapshot is given)."""
+    corpus: dict[str, tuple[str, str]] = {}
+    for record in read_records(test_path, required=("positive_id", "positive")):
+        pid = str(record["positive_id"])
+        corpus.setdefault(pid, (str(record["positive"]), str(record.get("source_document") or pid)))
+        for neg in record.get("negatives") or []:
+            if isinstance(neg, dict) and "id" in neg and "text" in neg:
+                corpus.setdefault(str(neg["id"]), (str(neg["text"]), str(neg["id"])))
+    return [{"chunk_id": cid, "document_id": doc, "text": text} for cid, (text, doc) in corpus.items()]
+
+
+def model_dims(model_dir: str | Path, full: int) -> list[int]:
+    """The model's Matryoshka dims from its metadata (full dim first), else just the full dim."""
+    meta_path = Path(model_dir) / "training_metadata.json"
+    dims = json.loads(meta_path.read_text()).get("matryoshka_dims") if meta_path.exists() else None
+    return sorted(set(dims or []) | {full}, reverse=True)
+
+
+def _ragas_id_metrics(ranked: list[list[str]], qrels: list[dict[str, int]]) -> dict[str, Any]:
+    """Mean RAGAS ID-based context precision and recall over the top ``RAGAS_TOP_K`` contexts."""
+    try:
+        import asyncio
+
+        from ragas.dataset_schema import SingleTurnSample
+        from ragas.metrics import IDBasedContextPrecision, IDBasedContextRecall
+    except ImportError as exc:
+        return {
+            "status": "skipped",
+            "reason": f"ragas is not installed (pip install 'ragd-train[eval]'): {exc}",
+        }
+    precision, recall = IDBasedContextPrecision(), IDBasedContextRecall()
+
+    async def score_all() -> tuple[list[float], list[float]]:
+        p, r = [], []
+        for docs, rel in zip(ranked, qrels, strict=True):
+            sample = SingleTurnSample(
+                retrieved_context_ids=docs[:RAGAS_TOP_K], reference_context_ids=list(rel)
+            )
+            p.append(float(await precision.single_turn_ascore(sample)))
+            r.append(float(await recall.single_turn_ascore(sample)))
+        return p, r
+
+    p, r = asyncio.run(score_all())
+    return {
+        "status": "ok",
+        "top_k": RAGAS_TOP_K,
+        "id_context_precision": float(np.mean(p)),
+        "id_context_recall": float(np.mean(r)),
+    }
+
+
+def connect_judge(config: dict[str, Any]) -> tuple[Any | None, str]:
+    """The Ollama client that judges (``evaluation.llm_judge``), or None and why not."""
+    from ragd_train.generate.queries import connect_llm
+
+    if not config["evaluation"].get("llm_judge", True):
+        return None, "evaluation.llm_judge is off"
+    llm = connect_llm(config)
+    if llm is None:
+        from ragd_train.generate.queries import ollama_problem
+
+        return None, f"no LLM reachable: {ollama_problem(config)}"
+    return llm, ""
+
+
+def _ragas_llm(
+    llm: Any,
+    note: str,
+    base_model: str,
+    queries: list[str],
+    ranked: dict[str, list[list[str]]],
+    chunks: list[dict[str, Any]],
+    max_queries: int,
+    cache_dir: str | Path,
+    seed: int,
+    budget_minutes: float = 0,
+) -> dict[str, Any]:
+    from ragd_train.evaluate.ragas import LLM_METRICS
+
+    skipped = {"status": "skipped", "metrics": list(LLM_METRICS)}
+    if llm is None or max_queries == 0:
+        return {**skipped, "reason": note if llm is None else "evaluation.ragas_llm_queries is 0"}
+    try:
+        import ragas  # noqa: F401
+    except ImportError as exc:
+        return {**skipped, "reason": f"ragas is not installed (pip install 'ragd-train[eval]'): {exc}"}
+    from ragd_train.encoding import load_encoder
+    from ragd_train.evaluate.ragas import ragas_llm_metrics
+
+    by_id = {c["chunk_id"]: c for c in chunks}
+    retrieved = {side: [[by_id[d] for d in docs] for docs in ranked[side]] for side in ranked}
+    return ragas_llm_metrics(
+        queries,
+        retrieved,
+        llm,
+        load_encoder(base_model),
+        cache_dir=cache_dir,
+        max_queries=max_queries,
+        seed=seed,
+        budget_minutes=budget_minutes,
+    )
+
+
+def _rank(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, doc_ids: list[str], dim: int, k: int
+) -> list[list[str]]:
+    from ragd_train.evaluate.ir_metrics import normalize, retrieve
+
+    idx, _ = retrieve(normalize(query_emb, dim), normalize(corpus_emb, dim), min(k, len(doc_ids)))
+    return [[doc_ids[i] for i in row] for row in idx]
+
+
+def load_questions(
+    path: str | Path, chunks: list[dict[str, Any]], *, strict: bool = True
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Natural questions (``query``, ``documents``: the ids of the documents that answer it) as
+    queries and document-level qrels. An unknown document is an error at its line; with
+    ``strict`` off (a corpus cut by ``limit``) it is left out, and so is a question left with none."""
+    from ragd_train.errors import InputError
+
+    records = read_records(path, required=("query", "documents"), strings=("query",))
+    lines = [n for n, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1) if raw.strip()]
+    known = {c["document_id"] for c in chunks}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for line, record in zip(lines, records, strict=False):
+        docs = record["documents"]
+        if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
+            raise InputError(
+                "expected a non-empty list of document ids", path=path, line=line, field="documents"
+            )
+        unknown = [d for d in docs if d not in known]
+        if unknown and strict:
+            raise InputError(
+                f"document {unknown[0]!r} is not in the corpus snapshot",
+                path=path,
+                line=line,
+                field="documents",
+            )
+        qid = str(record.get("query_id") or f"nq{line}")
+        if qid in queries:
+            raise InputError(f"duplicate query_id {qid!r}", path=path, line=line, field="query_id")
+        if len(unknown) < len(docs):
+            queries[qid] = record["query"]
+            qrels[qid] = {d: 1 for d in docs if d in known}
+    if not queries:
+        raise InputError("no questions whose documents are in the corpus snapshot", path=path)
+    if len(queries) < len(records):
+        log.warning(
+            "%s: %d of %d questions kept (the others' documents are not in the snapshot)",
+            path,
+            len(queries),
+            len(records),
+        )
+    return queries, qrels
+
+
+def to_documents(ranked: list[list[str]], document_of: dict[str, str]) -> list[list[str]]:
+    """Chunk rankings as document rankings: each document at the rank of its best chunk."""
+    return [list(dict.fromkeys(document_of[c] for c in row)) for row in ranked]
+
+
+class HybridSearch:
+    """ragd's hybrid search over the snapshot's chunks: its SQLite FTS5 ``BM25Index`` and its
+    ``reciprocal_rank_fusion`` of the dense and keyword lists, each fetched to ``limit`` times
+    ragd's ``rrf_fetch_multiplier``. Without ragd installed, the same fusion over ragd-train's
+    own BM25 (``implementation`` says which ran)."""
+
+    FETCH_MULTIPLIER = 3  # ragd 1.0.10 search_tuning.rrf_fetch_multiplier
+    RRF_K = 60  # ragd 1.0.10 search.rrf_k
+
+    def __init__(self, chunks: list[dict[str, Any]], workdir: Path) -> None:
+        self.ids = [c["chunk_id"] for c in chunks]
+        try:
+            import ragd
+            from ragd.search.bm25 import BM25Index
+            from ragd.search.hybrid import reciprocal_rank_fusion
+        except ImportError:
+            from ragd_train.generate.bm25 import BM25
+
+            self._ours = BM25([c["text"] for c in chunks])
+            self._fuse = _rrf
+            self.implementation = "ragd-train BM25 + reciprocal rank fusion (ragd is not installed)"
+        else:
+            self._ours = None
+            self._index = BM25Index(workdir / "bm25.sqlite3")
+            by_doc: dict[str, list[tuple[str, str]]] = {}
+            for c in chunks:
+                by_doc.setdefault(c["document_id"], []).append((c["chunk_id"], c["text"]))
+            for doc, items in by_doc.items():
+                self._index.add_chunks(doc, items)
+            self._fuse = reciprocal_rank_fusion
+            self.implementation = (
+                f"ragd {getattr(ragd, '__version__', '?')} BM25Index + reciprocal_rank_fusion"
+            )
+
+    def keyword(self, queries: list[str], fetch: int) -> list[list[str]]:
+        if self._ours is not None:
+            scores = self._ours.scores(queries)
+            out = []
+            for row in scores:
+                top = np.argsort(-row, kind="stable")[:fetch]
+                out.append([self.ids[i] for i in top if row[i] > 0])
+            return out
+        return [[r.chunk_id for r in self._index.search(q, limit=fetch)] for q in queries]
+
+    def rank(self, queries: list[str], dense: list[list[str]], limit: int) -> list[list[str]]:
+        """The top ``limit`` chunk ids that ragd's hybrid search returns for each query."""
+        fetch = limit * self.FETCH_MULTIPLIER
+        keyword = self.keyword(queries, fetch)
+        # ragd's FTS5 query ANDs every term: a question's words rarely all occur in one chunk
+        self.keyword_share = sum(bool(k) for k in keyword) / max(1, len(keyword))
+        fused = []
+        for sem, kw in zip(dense, keyword, strict=True):
+            lists = [[(c, 0.0) for c in ranking[:fetch]] for ranking in (sem, kw) if ranking]
+            fused.append([c for c, _ in self._fuse(lists, k=self.RRF_K)[:limit]] if lists else [])
+        return fused
+
+
+def _rrf(rankings: list[list[tuple[str, float]]], k: int = 60) -> list[tuple[str, float]]:
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, (item, _) in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+
+
+def _metric_rows(
+    ranked: dict[str, list[list[str]]], qrels: list[dict[str, int]], samples: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Per metric: each side's mean, and the paired bootstrap CI and sign-flip p of the change."""
+    from ragd_train.evaluate.ir_metrics import METRICS
+
+    values = {
+        side: {f"{m}@{k}": METRICS[m](r, qrels, k) for m, cut in KS.items() for k in cut}
+        for side, r in ranked.items()
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for metric in values["finetuned"]:
+        row: dict[str, Any] = {side: float(values[side][metric].mean()) for side in values}
+        if "base" in values:
+            b, f = values["base"][metric], values["finetuned"][metric]
+            row.update(paired_bootstrap(b, f, samples=samples, seed=seed))
+            row["p_value"] = sign_flip_test(b, f, samples=samples, seed=seed)
+        rows[metric] = row
+    return rows
+
+
+def gate_reasons(
+    head: dict[str, Any],
+    retrieval: list[dict[str, Any]],
+    require_improvement: float,
+    require_significant: bool,
+) -> list[str]:
+    """Why the promotion gate rejects the model (empty: promoted). ``head`` is the headline
+    NDCG@10 row; a significant NDCG@10 loss on any row of ``retrieval`` also rejects."""
+    delta = head.get("delta", 0.0)
+    reasons = []
+    if delta <= 0:
+        reasons.append("no gain")  # a tie is not an improvement
+    elif delta < require_improvement:
+        reasons.append(
+            f"gain {delta:+.4f} is below evaluation.require_improvement {require_improvement:+.4f}"
+        )
+    elif require_significant and head.get("ci_low", 0.0) <= 0:
+        reasons.append("the 95% CI of the gain reaches zero (evaluation.require_significant)")
+    losses = [
+        f"{r['test_set']} {r['mode']}" for r in retrieval if r["metrics"][HEADLINE].get("ci_high", 0.0) < 0
+    ]
+    if losses:
+        reasons.append("a significant NDCG@10 loss on " + ", ".join(losses))
+    return reasons
+
+
+def evaluate_models(
+    model_dir: str | Path,
+    base_model: str,
+    test_path: str | Path,
+    snapshot_path: str | Path | None,
+    *,
+    require_improvement: float = 0.0,
+    require_significant: bool = True,
+    mode: str = "hybrid",
+    questions_path: str | Path | None = None,
+    strict_questions: bool = True,
+    bootstrap_samples: int = 10_000,
+    seed: int = 42,
+    llm: Any = None,
+    llm_note: str = "no LLM reachable",
+    ragas_llm_queries: int = 20,
+    ragas_llm_minutes: float = 10,
+    cache_dir: str | Path | None = "cache",
+) -> dict[str, Any]:
+    """Compare ``model_dir`` with ``base_model`` against the whole snapshot.
+
+    Test sets: the held-out synthetic split (``test_path``, chunk-level qrels) and, when given,
+    natural questions (``questions_path``, document-level qrels), each searched dense alone and
+    through ragd's hybrid search (``HybridSearch``). The headline and the promotion gate use the
+    questions when there are some, else the split, in ``mode`` (ragd's default: hybrid). The gate
+    promotes only a gain of at least ``require_improvement`` whose 95% CI lies above zero (with
+    ``require_significant``), and never a model with a significant NDCG@10 loss on any set or mode.
+    With ``llm`` (an ``OllamaLLM``), RAGAS's LLM-judged metrics run on the first
+    ``ragas_llm_queries`` queries, stopping after the query that outlasts ``ragas_llm_minutes``
+    (0 = no limit); otherwise they are reported as skipped with ``llm_note``.
+    """
+    import tempfile
+
+    from ragd_train.encoding import CachedEncoder
+
+    start = time.monotonic()
+    queries, qrels_map = load_test_set(test_path)
+    chunks = load_snapshot(snapshot_path) if snapshot_path else corpus_from_test(test_path)
+    doc_ids = [c["chunk_id"] for c in chunks]
+    known = set(doc_ids)
+    missing = sorted({d for rel in qrels_map.values() for d in rel} - known)
+    if missing:
+        raise RagdTrainError(
+            f"{test_path}: positive_id {missing[0]!r} (and {len(missing) - 1} more) not in {snapshot_path}"
+        )
+    questions, question_qrels = (
+        load_questions(questions_path, chunks, strict=strict_questions) if questions_path else ({}, {})
+    )
+    qids = list(queries)
+    qrels = [qrels_map[q] for q in qids]
+    max_k = max(k for cut in KS.values() for k in cut)
+    fetch = max_k * HybridSearch.FETCH_MULTIPLIER
+    sides: dict[str, dict[str, Any]] = {}
+    for side, name in (("base", base_model), ("finetuned", str(model_dir))):
+        t = time.monotonic()
+        encoder = CachedEncoder(name, cache_dir)
+        corpus_emb = encoder.encode([c["text"] for c in chunks])
+        query_emb = encoder.encode([queries[q] for q in qids])
+        question_emb = encoder.encode(list(questions.values())) if questions else None
+        full = int(corpus_emb.shape[1])
+        sides[side] = {
+            "model": name,
+            "dim": full,
+            "corpus_emb": corpus_emb,
+            "query_emb": query_emb,
+            "question_emb": question_emb,
+            "encode_s": time.monotonic() - t,
+        }
+    dims = model_dims(model_dir, sides["finetuned"]["dim"])
+    per_dim: dict[str, Any] = {}
+    ranked_full: dict[str, list[list[str]]] = {}
+    for dim in dims:
+        ranked: dict[str, list[list[str]]] = {}
+        for side in ("base", "finetuned"):
+            s = sides[side]
+            # A base with fewer dimensions is compared at its own full dimension.
+            ranked[side] = _rank(s["query_emb"], s["corpus_emb"], doc_ids, min(dim, s["dim"]), max_k)
+        if dim == dims[0]:
+            ranked_full = ranked
+        per_dim[str(dim)] = _metric_rows(ranked, qrels, bootstrap_samples, seed)
+
+    # Every test set, dense alone and through ragd's hybrid search, at the full dimension.
+    document_of = {c["chunk_id"]: c["document_id"] for c in chunks}
+    sets = {"synthetic": (qids, queries, qrels, "query_emb", "chunk")}
+    if questions:
+        q_ids = list(questions)
+        sets = {
+            "questions": (q_ids, questions, [question_qrels[q] for q in q_ids], "question_emb", "document")
+        } | sets
+    retrieval: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ragd-train-hybrid-") as tmp:
+        hybrid = HybridSearch(chunks, Path(tmp))
+        for set_name, (ids, texts, set_qrels, emb_key, level) in sets.items():
+            query_texts = [texts[q] for q in ids]
+            dense = {
+                side: _rank(
+                    sides[side][emb_key], sides[side]["corpus_emb"], doc_ids, sides[side]["dim"], fetch
+                )
+                for side in ("base", "finetuned")
+            }
+            for mode_name in ("dense", "hybrid"):
+                if mode_name == "dense":
+                    by_side = {side: [row[:max_k] for row in rows] for side, rows in dense.items()}
+                else:
+                    by_side = {}
+                    share = None
+                    for side, rows in dense.items():
+                        top10 = hybrid.rank(query_texts, rows, 10)
+                        share = hybrid.keyword_share
+                        top100 = hybrid.rank(query_texts, rows, max_k)
+                        by_side[side] = [
+                            list(dict.fromkeys(a + b))[:max_k] for a, b in zip(top10, top100, strict=True)
+                        ]
+                if level == "document":
+                    by_side = {side: to_documents(rows, document_of) for side, rows in by_side.items()}
+                retrieval.append(
+                    {
+                        "test_set": set_name,
+                        "mode": mode_name,
+                        "level": level,
+                        "queries": len(ids),
+                        "metrics": _metric_rows(by_side, set_qrels, bootstrap_samples, seed),
+                    }
+                    | ({"keyword_share": share} if mode_name == "hybrid" else {})
+                )
+        implementation = hybrid.implementation
+    primary_set = "questions" if questions else "synthetic"
+    primary = next(r for r in retrieval if r["test_set"] == primary_set and r["mode"] == mode)
+    head = primary["metrics"][HEADLINE]
+    reasons = gate_reasons(head, retrieval, require_improvement, require_significant)
+    ragas = {side: _ragas_id_metrics(ranked_full[side], qrels) for side in ranked_full}
+    ragas["llm_judged"] = _ragas_llm(
+        llm,
+        llm_note,
+        base_model,
+        [queries[q] for q in qids],
+        ranked_full,
+        chunks,
+        ragas_llm_queries,
+        cache_dir or "cache",
+        seed,
+        ragas_llm_minutes,
+    )
+    verdict = "rejected" if reasons else "promoted"
+    report = {
+        "model": str(model_dir),
+        "base_model": base_model,
+        "test_data": str(test_path),
+        "questions": str(questions_path) if questions_path else None,
+        "snapshot": str(snapshot_path) if snapshot_path else "positives and negatives of the test data",
+        "queries": len(qids),
+        "corpus_size": len(doc_ids),
+        "dims": dims,
+        "base_dim": sides["base"]["dim"],
+        "metrics": per_dim,
+        "retrieval": retrieval,
+        "hybrid": {
+            "implementation": implementation,
+            "rrf_k": HybridSearch.RRF_K,
+            "fetch_multiplier": HybridSearch.FETCH_MULTIPLIER,
+        },
+        "headline": {
+            "metric": HEADLINE,
+            "test_set": primary_set,
+            "mode": mode,
+            "queries": primary["queries"],
+            "dim": dims[0],
+            "base": head.get("base"),
+            "finetuned": head["finetuned"],
+            "delta": head.get("delta"),
+            "ci_low": head.get("ci_low"),
+            "ci_high": head.get("ci_high"),
+            "p_value": head.get("p_value"),
+        },
+        "gate": {
+            "require_improvement": require_improvement,
+            "require_significant": require_significant,
+            "verdict": verdict,
+            "reasons": reasons,
+        },
+        "ragas": ragas,
+        "timings_s": {f"encode_{side}": round(sides[side]["encode_s"], 2) for side in sides}
+        | {"total": round(time.monotonic() - start, 2)},
+    }
+    return report
+
+
+SET_NAMES = {"questions": "natural questions", "synthetic": "held-out synthetic queries"}
+
+
+def gate_message(report: dict[str, Any]) -> str:
+    """One plain sentence on whether the model beat its base, where and by how much."""
+    h, gate = report["headline"], report["gate"]
+    where = ""
+    if "test_set" in h:
+        where = f"{h['mode']} search, {h['queries']} {SET_NAMES[h['test_set']]}: "
+    numbers = (
+        f"{where}NDCG@10 {h['base']:.4f} -> {h['finetuned']:.4f} (delta {h['delta']:+.4f}, 95% CI "
+        f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}], p={h['p_value']:.3g})"
+    )
+    if gate["verdict"] == "promoted":
+        return f"The fine-tuned model is better than its base: {numbers}."
+    why = "; ".join(gate.get("reasons") or []) or f"required gain {gate['require_improvement']:+.4f}"
+    return f"The fine-tuned model is NOT better than its base ({why}): {numbers}. Keep using the base model."
+
+
+def retrieval_table(report: dict[str, Any]) -> list[str]:
+    """Markdown rows: every test set and search mode, base vs fine-tuned, with the CI of the change."""
+    lines = [
+        "| test set | search | queries | metric | base | fine-tuned | delta | 95% CI | p |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in report.get("retrieval", []):
+        mode = r["mode"]
+        if "keyword_share" in r:
+            mode += f" ({r['keyword_share']:.0%} with keyword hits)"
+        for name in (HEADLINE, "recall@10", "recall@100"):
+            m = r["metrics"][name]
+            lines.append(
+                f"| {SET_NAMES[r['test_set']]} ({r['level']}s) | {mode} | {r['queries']} | {name} | "
+                f"{m['base']:.4f} | {m['finetuned']:.4f} | {m['delta']:+.4f} | "
+                f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {m['p_value']:.3g} |"
+            )
+    return lines
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> None:
+    """Bars per metric (base vs fine-tuned, with the CI of the difference) and NDCG@10 against dimension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = str(report["dims"][0])
+    metrics = list(report["metrics"][full])
+    base = [report["metrics"][full][m].get("base", np.nan) for m in metrics]
+    tuned = [report["metrics"][full][m]["finetuned"] for m in metrics]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    x = np.arange(len(metrics))
+    left.bar(x - 0.2, base, 0.4, label="base", color="#9aa5b1")
+    left.bar(x + 0.2, tuned, 0.4, label="fine-tuned", color="#2f7ed8")
+    for i, m in enumerate(metrics):
+        row = report["metrics"][full][m]
+        if "delta" in row:
+            left.annotate(
+                f"{row['delta']:+.3f}", (x[i] + 0.2, tuned[i]), ha="center", va="bottom", fontsize=8
+            )
+    left.set_xticks(x, metrics)
+    left.set_ylim(0, 1.05)
+    left.set_title(f"{Path(report['model']).name} vs base (dim {full})")
+    left.legend(loc="lower right")
+    dims = [int(d) for d in report["metrics"]]
+    for side, color in (("base", "#9aa5b1"), ("finetuned", "#2f7ed8")):
+        ys = [report["metrics"][str(d)][HEADLINE].get(side, np.nan) for d in dims]
+        right.plot(dims, ys, marker="o", color=color, label=side)
+    right.set_xscale("log", base=2)
+    right.set_xticks(dims, [str(d) for d in dims])
+    right.set_xlabel("embedding dimension (Matryoshka)")
+    right.set_ylabel("NDCG@10")
+    right.set_title("NDCG@10 by dimension")
+    right.legend()
+    fig.suptitle(gate_message(report).split(":")[0], fontsize=10)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+
+
+def markdown_report(report: dict[str, Any], png_name: str) -> str:
+    lines = [
+        f"# Evaluation: {Path(report['model']).name}",
+        "",
+        gate_message(report),
+        "",
+        f"Base model: `{report['base_model']}`; {report['queries']} test queries "
+        f"from `{report['test_data']}` "
+        f"against {report['corpus_size']} chunks.",
+        "",
+        f"![evaluation]({png_name})",
+        "",
+    ]
+    if report.get("retrieval"):
+        lines += [
+            "## Where ragd searches",
+            "",
+            f"Hybrid = {report['hybrid']['implementation']} (k={report['hybrid']['rrf_k']}, "
+            f"fetch x{report['hybrid']['fetch_multiplier']}), as `ragd search` ranks; dense = the "
+            "embedding model alone. Natural questions count a hit per document, synthetic queries "
+            "per chunk. ragd's keyword search requires every word of the query in the chunk, so for "
+            "most questions it finds nothing and hybrid ranks as dense does.",
+            "",
+            *retrieval_table(report),
+            "",
+        ]
+    for dim, metrics in report["metrics"].items():
+        lines += [
+            f"## Dimension {dim} (dense, held-out synthetic queries)",
+            "",
+            "| metric | base | fine-tuned | delta | 95% CI | p |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, row in metrics.items():
+            if "base" in row:
+                lines.append(
+                    f"| {name} | {row['base']:.4f} | {row['finetuned']:.4f} | {row['delta']:+.4f} | "
+                    f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | {row['p_value']:.3g} |"
+                )
+            else:
+                lines.append(f"| {name} | - | {row['finetuned']:.4f} | - | - | - |")
+        lines.append("")
+    lines += ["## RAGAS", ""]
+    for side in ("base", "finetuned"):
+        r = report["ragas"].get(side, {})
+        if r.get("status") == "ok":
+            lines.append(
+                f"- {side}: ID-based context precision@{r['top_k']} {r['id_context_precision']:.4f}, "
+                f"ID-based context recall@{r['top_k']} {r['id_context_recall']:.4f}"
+            )
+        else:
+            lines.append(f"- {side}: skipped ({r.get('reason')})")
+    llm = report["ragas"]["llm_judged"]
+    if llm["status"] == "ok":
+        stopped = llm.get("stopped_at_budget_minutes")
+        budget = (
+            f", stopped by the {stopped:g}-minute budget (evaluation.ragas_llm_minutes)" if stopped else ""
+        )
+        lines.append(
+            f"- LLM-judged by {llm['judge']} on {llm['queries']} queries (top {llm['top_k']}{budget}):"
+        )
+        for side in ("base", "finetuned"):
+            values = ", ".join(
+                f"{m} {llm[side][m]:.3f}" if llm[side][m] is not None else f"{m} n/a" for m in llm["metrics"]
+            )
+            lines.append(f"  - {side}: {values}")
+    else:
+        lines.append(f"- LLM-judged ({', '.join(llm['metrics'])}): {llm['status']} ({llm['reason']})")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    report: dict[str, Any], json_path: str | Path, md_path: str | Path, png_path: str | Path
+) -> None:
+    plot_report(report, png_path)
+    with atomic_open(md_path) as handle:
+        handle.write(markdown_report(report, Path(png_path).name))
+    write_json(json_path, report)

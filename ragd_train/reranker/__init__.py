@@ -1,0 +1,1 @@
+"""Stage 3: the reranker (cross-encoder, or ColBERT late interaction)."""

@@ -1,0 +1,303 @@
+"""The workspace (Snakemake's working directory) and running workflow targets in it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ragd_train.config import workflow_dir
+from ragd_train.errors import RagdTrainError
+from ragd_train.jsonl_io import write_json
+
+
+def ragd_home() -> Path:
+    """ragd's data directory: ``$RAGD_HOME`` or ``~/.ragd``."""
+    return Path(os.environ.get("RAGD_HOME", "~/.ragd")).expanduser()
+
+
+def write_overrides(workspace: Path, overrides: dict[str, Any]) -> Path:
+    """Write command-line overrides as a config file (typed values, unlike ``--config k=v``)."""
+    blob = json.dumps(overrides, sort_keys=True)
+    path = workspace / ".ragd-train" / f"overrides-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json"
+    write_json(path, overrides)
+    return path
+
+
+def snakemake_command(
+    targets: Sequence[str],
+    workspace: Path,
+    *,
+    configfiles: Sequence[str | Path] = (),
+    overrides: dict[str, Any] | None = None,
+    cores: int | None = None,
+    jobs: int | None = None,
+    profile: str | None = None,
+    dry_run: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The ``snakemake`` command line that builds ``targets`` in ``workspace``."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(workflow_dir() / "Snakefile")]
+    # A run killed between a job's last write and Snakemake's bookkeeping leaves an output marked
+    # incomplete, which Snakemake refuses at the next start; rebuild it instead (the model is
+    # backed up first, and put back if the rebuild fails).
+    cmd += ["--directory", str(workspace), "--rerun-incomplete"]
+    if profile:
+        profile_path = Path(profile).expanduser()
+        if profile_path.exists():
+            profile_path = profile_path.resolve()
+        elif (workflow_dir() / "profiles" / profile).is_dir():
+            profile_path = workflow_dir() / "profiles" / profile
+        cmd += ["--profile", str(profile_path)]
+    if jobs is not None:
+        cmd += ["--jobs", str(jobs)]
+    if cores is not None or (jobs is None and not profile):
+        cmd += ["--cores", str(cores or os.cpu_count() or 1)]
+    files = [str(Path(f).resolve()) for f in configfiles]
+    if overrides:
+        files.append(str(write_overrides(workspace, overrides)))
+    if files:
+        cmd += ["--configfile", str(workflow_dir() / "config" / "config.yaml"), *files]
+    if dry_run:
+        cmd.append("--dry-run")
+    cmd += list(extra)
+    cmd += ["--", *targets]
+    return cmd
+
+
+LOCKED_HINT = "ragd train unlock"
+# Seconds snakemake gets after a forwarded Ctrl-C (it cancels its jobs, then removes its locks),
+# then after a SIGTERM, before the whole process group is killed.
+INTERRUPT_GRACE = (60.0, 10.0)
+
+
+def run_targets(targets: Sequence[str], workspace: Path, **kwargs: Any) -> None:
+    """Run Snakemake for ``targets``; raise a one-line error when it fails.
+
+    Snakemake runs in its own process group. Ctrl-C (or SIGTERM) of this process is forwarded to
+    that group as SIGINT, and snakemake is given time to cancel its jobs and remove its locks;
+    only if it does not exit is the group (snakemake and the rule scripts it started) killed.
+    """
+    workspace.mkdir(parents=True, exist_ok=True)
+    cmd = snakemake_command(targets, workspace, **kwargs)
+    with _workspace_lock(workspace, shared=bool(kwargs.get("dry_run"))):
+        returncode, locked, interrupted = _run_snakemake(cmd, workspace)
+    if returncode == 0:
+        return
+    if locked:
+        raise RagdTrainError(
+            f"the workspace {workspace} is locked by another run, or by one that was killed; "
+            f"if no other run is using it: {LOCKED_HINT} --workspace {workspace}"
+        )
+    if interrupted:
+        raise RagdTrainError(
+            f"interrupted building {' '.join(targets)} (snakemake exit {returncode}); "
+            "finished outputs are kept, unfinished ones removed"
+        )
+    raise RagdTrainError(
+        f"snakemake failed (exit {returncode}) building {' '.join(targets)}; "
+        f"see the rule logs under {workspace / 'logs'}"
+    )
+
+
+@contextlib.contextmanager
+def _workspace_lock(workspace: Path, *, shared: bool = False) -> Iterator[None]:
+    """One ``ragd train`` run at a time per workspace (dry runs may overlap): an flock, taken
+    atomically, unlike Snakemake's check-then-write locks, and released by the kernel when the
+    process ends, so it never goes stale."""
+    import fcntl
+
+    path = workspace / ".ragd-train" / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RagdTrainError(
+                f"the workspace {workspace} is locked by another ragd train run; wait for it to finish"
+            ) from None
+        yield
+
+
+def unlock_workspace(workspace: Path, configfiles: Sequence[str | Path] = ()) -> None:
+    """``snakemake --unlock`` in ``workspace``: remove the locks a killed run left behind."""
+    cmd = snakemake_command([], workspace, configfiles=configfiles, cores=1, extra=["--unlock"])
+    returncode, _, _ = _run_snakemake(cmd, workspace)
+    if returncode != 0:
+        raise RagdTrainError(f"snakemake --unlock failed (exit {returncode}) in {workspace}")
+
+
+_LOCK_MESSAGES = ("LockException", "Directory cannot be locked")
+
+
+def _run_snakemake(cmd: list[str], workspace: Path) -> tuple[int, bool, bool]:
+    """Run ``cmd`` in a new process group, forwarding Ctrl-C and SIGTERM to it.
+
+    Returns ``(returncode, refused by the lock, interrupted)``.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.time()
+    with _Forwarder() as forwarder:
+        result = subprocess.run(cmd, cwd=workspace, env=env, check=False, start_new_session=True)
+    returncode = result.returncode
+    locked = returncode != 0 and _refused_by_lock(workspace, started)
+    return returncode, locked, forwarder.interrupts > 0
+
+
+def _refused_by_lock(workspace: Path, since: float) -> bool:
+    """Whether the Snakemake log of the run started at ``since`` says the lock refused it."""
+    for log in (workspace / ".snakemake" / "log").glob("*.snakemake.log"):
+        try:
+            if log.stat().st_mtime >= since - 1 and any(
+                m in log.read_text(errors="replace") for m in _LOCK_MESSAGES
+            ):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class _Forwarder:
+    """While snakemake runs: Ctrl-C (SIGINT) and SIGTERM of this process go to snakemake's group.
+
+    The first signal sends SIGINT (snakemake cancels its jobs, whose staging directories are
+    removed, and removes its locks); if snakemake is still running after the grace periods, or
+    on the second and third signal, SIGTERM and then SIGKILL follow, to the whole group, so no
+    rule script outlives snakemake and writes its output later.
+    """
+
+    def __init__(self) -> None:
+        self.interrupts = 0
+        self._previous: dict[int, Any] = {}
+        self._timers: list[threading.Timer] = []
+
+    def __enter__(self) -> _Forwarder:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, _signum: int, _frame: Any) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:
+            _signal_children(signal.SIGINT)
+            grace_int, grace_term = INTERRUPT_GRACE
+            for delay, sig in ((grace_int, signal.SIGTERM), (grace_int + grace_term, signal.SIGKILL)):
+                timer = threading.Timer(delay, _signal_children, (sig,))
+                timer.daemon = True
+                timer.start()
+                self._timers.append(timer)
+        else:
+            _signal_children(signal.SIGTERM if self.interrupts == 2 else signal.SIGKILL)
+
+
+def _signal_children(sig: int) -> None:
+    """Signal the process group of each child of this process (snakemake leads its own group)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+            os.killpg(child.pid, sig)
+
+
+# ------------------------------------------------------------------ checks before a run touches anything
+
+
+def check_embedding_config(config: dict[str, Any], sources: list[str] | None = None) -> None:
+    """Refuse, in one line naming the field, an embedding config a rebuild would fail on.
+
+    Checked before any job runs (and before Snakemake removes the model it would rebuild): the
+    base model must resolve (offline: a local directory, the Hugging Face cache or an offline
+    package) and explicit Matryoshka dims must not exceed the model's dimension, read from its
+    config files without loading weights.
+    """
+    from ragd_train.config import locate
+    from ragd_train.errors import InputError
+    from ragd_train.hub import resolve_model
+
+    def where(field: str) -> dict[str, Any]:
+        path, line = locate(config, field.split("."), sources or [])
+        return {"path": path, "line": line, "field": field}
+
+    training = config.get("training", {})
+    name = training.get("embedding_base_model")
+    try:
+        resolved = resolve_model(str(name))
+    except RagdTrainError as exc:
+        raise InputError(str(exc), **where("training.embedding_base_model")) from None
+    dims = training.get("matryoshka_dims")
+    if not isinstance(dims, list) or not Path(resolved).is_dir():
+        return
+    dim = embedding_dimension(Path(resolved))
+    too_big = sorted({d for d in dims if isinstance(d, int) and dim is not None and d > dim})
+    if too_big:
+        raise InputError(
+            f"{too_big} exceed the embedding dimension {dim} of {name} (training.embedding_base_model)",
+            **where("training.matryoshka_dims"),
+        )
+
+
+_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+_SAME_DIM_MODULES = ("Normalize", "Dropout", "LayerNorm", "WordWeights")
+
+
+def embedding_dimension(model_dir: Path) -> int | None:
+    """The output dimension of a sentence-transformers (or plain Hugging Face) model directory,
+    read from its JSON config files; None when they do not say."""
+    modules = _read_json(model_dir / "modules.json")
+    if not isinstance(modules, list):
+        return _hidden_size(_read_json(model_dir / "config.json"))
+    dim: int | None = None
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        folder = model_dir / str(module.get("path", ""))
+        cfg = _read_json(folder / "config.json")
+        if kind == "Transformer":
+            dim = _hidden_size(cfg)
+        elif kind == "Pooling" and isinstance(cfg, dict):
+            width = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension", dim))
+            modes = sum(bool(cfg.get(k)) for k in _POOLING_MODES) or 1
+            dim = width * modes if isinstance(width, int) else None
+        elif kind == "Dense" and isinstance(cfg, dict):
+            dim = cfg.get("out_features") if isinstance(cfg.get("out_features"), int) else None
+        elif kind not in _SAME_DIM_MODULES:
+            return None
+    return dim
+
+
+def _hidden_size(cfg: Any) -> int | None:
+    if not isinstance(cfg, dict):
+        return None
+    for key in ("hidden_size", "d_model", "dim", "n_embd"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

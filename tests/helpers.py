@@ -1,0 +1,59 @@
+"""Helpers the test folders share: the workflow runner, and the Ollama test server's scripted model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "llama3.2:3b"  # the model the Ollama test server offers
+
+
+def snakemake(workspace: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workspace),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ}, check=False
+    )
+
+
+def cfgargs(cfg: Path) -> list[str]:
+    return ["--configfile", str(ROOT / "config" / "config.yaml"), str(cfg)]
+
+
+def judged(prompt: str) -> dict[str, str]:
+    """The (query, passage) data object of a judge prompt: its last line."""
+    return json.loads(prompt.rsplit("\n", 1)[1])
+
+
+def questions_for(passage: str) -> list[str]:
+    tag = hashlib.sha256(passage.encode()).hexdigest()[:8]
+    return [f"How does feature {tag} work?", f"weak question about {tag}?"]
+
+
+def passage_of(prompt: str) -> str:
+    return prompt.split('"""')[1].strip()
+
+
+def responder(body: dict[str, Any]) -> str:
+    """Queries: two per passage, one of them 'weak'; judge: 2 for weak queries, 5 for the rest."""
+    prompt = body["messages"][-1]["content"]
+    if prompt.startswith("Rate how well"):
+        query = judged(prompt)["query"]
+        return json.dumps({"score": 2 if "weak" in query else 5, "reason": "checked"})
+    return json.dumps(questions_for(passage_of(prompt)))

@@ -21,19 +21,23 @@ class ModelNotFoundError(RagdTrainError):
     """No local path, cache entry or offline package holds the model."""
 
 
-def _hf_cache_snapshot(model_id: str) -> Path | None:
-    """Return the newest snapshot of ``model_id`` in the Hugging Face hub cache, if any."""
+def hf_cache_snapshot(model_id: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The snapshot of ``model_id`` in the Hugging Face cache that its ``refs/main`` names.
+
+    huggingface_hub's own lookup (``snapshot_download(local_files_only=True)``): nothing is
+    downloaded, and a newer snapshot of another revision is not taken for the current one.
+    """
+    if "/" not in model_id or model_id.startswith((".", "/", "~")):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
     try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
+        snap = Path(snapshot_download(model_id, cache_dir=cache_dir, local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError, OSError, ValueError):
         return None
-    folder = Path(constants.HF_HUB_CACHE) / f"models--{model_id.replace('/', '--')}" / "snapshots"
-    if not folder.is_dir():
-        return None
-    snapshots = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-    for snap in snapshots:
-        if (snap / "config.json").exists() or (snap / "modules.json").exists():
-            return snap
+    if (snap / "config.json").exists() or (snap / "modules.json").exists():
+        return snap
     return None
 
 
@@ -83,7 +87,7 @@ def resolve_model(name: str) -> str:
         return str(path.resolve())
     tried.append(f"local path {path}")
     model_id = ALIASES.get(name, name)
-    cached = _hf_cache_snapshot(model_id)
+    cached = hf_cache_snapshot(model_id)
     if cached is not None:
         require_safetensors(cached)
         return str(cached)

@@ -1,4 +1,3 @@
-import json
 import sys
 from pathlib import Path
 from functools import lru_cache
@@ -15,6 +14,7 @@ from ragd_train.staging import (
     remove_stale_staging,
 )
 from ragd_train.runner import check_embedding_config
+from ragd_train.settings import rule_settings
 
 min_version("9.0")
 
@@ -136,7 +136,7 @@ def strict_questions(wildcards):
     return "limit" not in config["corpora"][wildcards.corpus]
 
 
-def section(name, *keys):
-    """Settings that decide a rule's output, as JSON (a change in them reruns the rule)."""
-    values = {k: config[name][k] for k in keys} if keys else config[name]
-    return json.dumps(values, sort_keys=True)
+def settings_of(rule):
+    """What a rule reads of the config, from the table in ragd_train/settings.py; as its
+    params, a change of these settings reruns it and nothing else."""
+    return rule_settings(config, rule)

@@ -15,21 +15,6 @@ rule train_embeddings:
         mem_mb=4000,
         runtime=240,
     params:
-        seed=config["seed"],
-        training=section(
-            "training",
-            "embedding_base_model",
-            "embedding_epochs",
-            "embedding_budget_minutes",
-            "embedding_max_steps",
-            "embedding_batch_size",
-            "embedding_learning_rate",
-            "embedding_warmup_ratio",
-            "embedding_max_seq_length",
-            "embedding_loss",
-            "embedding_mini_batch_size",
-            "embedding_hard_negatives",
-            "matryoshka_dims",
-        ),
+        settings=settings_of("train_embeddings"),
     script:
         "../scripts/train_embeddings.py"

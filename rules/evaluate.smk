@@ -23,9 +23,7 @@ rule evaluate_embeddings:
         mem_mb=3000,
         runtime=60,
     params:
-        seed=config["seed"],
         strict_questions=strict_questions,
-        base_model=config["training"]["embedding_base_model"],
-        evaluation=section("evaluation"),
+        settings=settings_of("evaluate_embeddings"),
     script:
         "../scripts/evaluate_embeddings.py"

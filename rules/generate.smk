@@ -15,15 +15,7 @@ rule generate_queries:
         mem_mb=2000,
         runtime=120,
     params:
-        seed=config["seed"],
-        training=section(
-            "training",
-            "query_generator",
-            "nollm_strategies",
-            "local_model",
-            "queries_per_chunk",
-        ),
-        ollama=section("ollama", "host", "model", "temperature"),
+        settings=settings_of("generate_queries"),
     script:
         "../scripts/generate_queries.py"
 
@@ -48,10 +40,6 @@ rule build_training_data:
         mem_mb=4000,
         runtime=120,
     params:
-        seed=config["seed"],
-        mining=section("mining"),
-        training=section(
-            "training", "hard_negatives_per_query", "quality_filter", "test_ratio"
-        ),
+        settings=settings_of("build_training_data"),
     script:
         "../scripts/build_training_data.py"

@@ -7,19 +7,6 @@
 from ragd_train.llm.lora import resolve_backend
 
 LLM_BACKEND = resolve_backend(config["training"]["llm_backend"])
-LORA_SETTINGS = section(
-    "training",
-    "llm_base_model",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_target_modules",
-    "training_epochs",
-    "llm_learning_rate",
-    "llm_max_length",
-    "llm_batch_size",
-    "llm_max_cpu_hours",
-)
 
 
 rule build_raft:
@@ -42,11 +29,7 @@ rule build_raft:
         mem_mb=2000,
         runtime=240,
     params:
-        seed=config["seed"],
-        raft=section(
-            "training", "raft_distractors", "raft_oracle_fraction", "raft_answers"
-        ),
-        ollama=section("ollama", "host", "model", "temperature"),
+        settings=settings_of("build_raft"),
     script:
         "../scripts/build_raft.py"
 
@@ -70,8 +53,7 @@ rule train_lora_mlx:
         runtime=240,
     params:
         backend="mlx",
-        seed=config["seed"],
-        training=LORA_SETTINGS,
+        settings=settings_of("train_lora"),
     script:
         "../scripts/train_lora.py"
 
@@ -97,8 +79,7 @@ rule train_lora:
         gpu=1,
     params:
         backend="unsloth",
-        seed=config["seed"],
-        training=LORA_SETTINGS,
+        settings=settings_of("train_lora"),
     script:
         "../scripts/train_lora.py"
 
@@ -122,8 +103,7 @@ rule train_lora_peft:
         runtime=480,
     params:
         backend="peft",
-        seed=config["seed"],
-        training=LORA_SETTINGS,
+        settings=settings_of("train_lora"),
     script:
         "../scripts/train_lora.py"
 
@@ -160,8 +140,6 @@ rule evaluate_llm:
         mem_mb=8000,
         runtime=120,
     params:
-        seed=config["seed"],
-        evaluation=section("evaluation"),
-        ollama=section("ollama", "host", "model"),
+        settings=settings_of("evaluate_llm"),
     script:
         "../scripts/evaluate_llm.py"

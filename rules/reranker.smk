@@ -15,23 +15,7 @@ rule train_reranker:
         mem_mb=4000,
         runtime=240,
     params:
-        seed=config["seed"],
-        reranker=section(
-            "reranker",
-            "kind",
-            "base_model",
-            "fallback_model",
-            "loss",
-            "epochs",
-            "budget_minutes",
-            "max_steps",
-            "batch_size",
-            "learning_rate",
-            "warmup_ratio",
-            "max_length",
-            "negatives_per_query",
-            "mini_batch_size",
-        ),
+        settings=settings_of("train_reranker"),
     script:
         "../scripts/train_reranker.py"
 
@@ -57,12 +41,7 @@ rule evaluate_reranker:
         mem_mb=4000,
         runtime=120,
     params:
-        seed=config["seed"],
         strict_questions=strict_questions,
-        embedding_base=config["training"]["embedding_base_model"],
-        reranker=section(
-            "reranker", "base_model", "fallback_model", "max_length", "candidates"
-        ),
-        bootstrap_samples=config["evaluation"]["bootstrap_samples"],
+        settings=settings_of("evaluate_reranker"),
     script:
         "../scripts/evaluate_reranker.py"

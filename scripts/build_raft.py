@@ -10,7 +10,7 @@ with rule_log(snakemake):
         snakemake.input.snapshot,
         snakemake.output.raft,
         snakemake.output.test,
-        snakemake.config,
+        snakemake.params.settings,
         stats_path=snakemake.output.stats,
         cache_dir="cache",
     )

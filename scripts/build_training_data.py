@@ -12,7 +12,7 @@ with rule_log(snakemake):
         snakemake.input.queries,
         snakemake.output.train,
         snakemake.output.test,
-        snakemake.config,
+        snakemake.params.settings,
         stats_path=snakemake.output.stats,
         cache_dir="cache",
         generation_stats=json.loads(Path(snakemake.input.generation_stats).read_text()),

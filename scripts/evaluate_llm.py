@@ -7,7 +7,7 @@ with rule_log(snakemake):
     evaluate_llm_target(
         snakemake.input.model,
         snakemake.input.test,
-        snakemake.config,
+        snakemake.params.settings,
         snakemake.output.json,
         snakemake.output.md,
     )

@@ -18,19 +18,20 @@ def embed(name, texts):
 
 
 with rule_log(snakemake):
-    settings = snakemake.config["reranker"]
+    settings = snakemake.params.settings
+    reranker = settings["reranker"]
     report = evaluate_rerankers(
         snakemake.input.reranker,
         snakemake.input.embeddings,
-        snakemake.params.embedding_base,
-        settings["base_model"],
+        settings["training"]["embedding_base_model"],
+        reranker["base_model"],
         snakemake.input.test,
         snakemake.input.snapshot,
-        reranker_fallback=settings["fallback_model"],
-        candidates=settings["candidates"],
-        max_length=settings["max_length"],
-        bootstrap_samples=snakemake.params.bootstrap_samples,
-        seed=snakemake.config["seed"],
+        reranker_fallback=reranker["fallback_model"],
+        candidates=reranker["candidates"],
+        max_length=reranker["max_length"],
+        bootstrap_samples=settings["evaluation"]["bootstrap_samples"],
+        seed=settings["seed"],
         embed=embed,
         questions_path=snakemake.input.get("questions") or None,
         strict_questions=snakemake.params.strict_questions,

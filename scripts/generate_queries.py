@@ -6,6 +6,6 @@ from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
     stats = generate_queries(
-        snakemake.input.snapshot, snakemake.output.queries, snakemake.config, cache_dir="cache"
+        snakemake.input.snapshot, snakemake.output.queries, snakemake.params.settings, cache_dir="cache"
     )
     write_json(snakemake.output.stats, stats)

@@ -8,7 +8,7 @@ with rule_log(snakemake):
     meta = train_embeddings(
         snakemake.input.train,
         snakemake.output.model,
-        EmbeddingTrainingConfig.from_workflow(snakemake.config),
+        EmbeddingTrainingConfig.from_workflow(snakemake.params.settings),
         snapshot_path=snakemake.input.snapshot,
     )
     folders = index_folders(snakemake.input.snapshot, None)

@@ -8,7 +8,7 @@ with rule_log(snakemake):
         snakemake.input.raft,
         snakemake.input.test,
         snakemake.output.model,
-        LoraTrainingConfig.from_workflow(snakemake.config),
+        LoraTrainingConfig.from_workflow(snakemake.params.settings),
         snakemake.params.backend,
         threads=snakemake.threads,
     )

@@ -8,7 +8,7 @@ with rule_log(snakemake):
     train_reranker(
         snakemake.input.train,
         snakemake.output.model,
-        RerankerTrainingConfig.from_workflow(snakemake.config),
+        RerankerTrainingConfig.from_workflow(snakemake.params.settings),
         snapshot_path=snakemake.input.snapshot,
     )
     print(ragd_reranker_hint(snakemake.output.model))

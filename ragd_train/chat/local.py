@@ -122,9 +122,9 @@ def _gguf_in_package(model_id: str) -> tuple[Path | None, str]:
 
 
 def _hf_cache(model_id: str) -> Path | None:
-    from ragd_train.hub import _hf_cache_snapshot
+    from ragd_train.hub import hf_cache_snapshot
 
-    snapshot = _hf_cache_snapshot(model_id)
+    snapshot = hf_cache_snapshot(model_id)
     return snapshot if snapshot is not None and (snapshot / "config.json").is_file() else None
 
 

@@ -91,20 +91,6 @@ def _ragas_id_metrics(ranked: list[list[str]], qrels: list[dict[str, int]]) -> d
     }
 
 
-def connect_judge(config: dict[str, Any]) -> tuple[Any | None, str]:
-    """The Ollama client that judges (``evaluation.llm_judge``), or None and why not."""
-    from ragd_train.generate.queries import connect_llm
-
-    if not config["evaluation"].get("llm_judge", True):
-        return None, "evaluation.llm_judge is off"
-    llm = connect_llm(config)
-    if llm is None:
-        from ragd_train.generate.queries import ollama_problem
-
-        return None, f"no LLM reachable: {ollama_problem(config)}"
-    return llm, ""
-
-
 def _ragas_llm(
     llm: Any,
     note: str,

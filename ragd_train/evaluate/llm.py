@@ -373,7 +373,7 @@ def evaluate_llm_target(
 ) -> dict[str, Any]:
     """The workflow's ``reports/{corpus}-llm`` rule: generate, score, judge when Ollama answers."""
     from ragd_train.cache import GenerationCache
-    from ragd_train.evaluate.embeddings import connect_judge
+    from ragd_train.chat.connect import connect_judge
 
     evaluation = config["evaluation"]
     base, adapter, meta = load_generators(model_dir, evaluation["llm_max_new_tokens"])

@@ -19,31 +19,6 @@ log = logging.getLogger("ragd_train")
 QUERY_FIELDS = ("query_id", "query", "chunk_id", "generator")
 
 
-def connect_llm(config: dict[str, Any]) -> Any | None:
-    """The Ollama client when it answers and has the model, else None."""
-    from ragd_train.chat.ollama import OllamaLLM
-
-    o = config["ollama"]
-    llm = OllamaLLM(
-        o["host"],
-        o["model"],
-        temperature=o["temperature"],
-        timeout=o["timeout"],
-        retries=o["retries"],
-        backoff=o["backoff"],
-        seed=config["seed"],
-    )
-    return llm if llm.available() else None
-
-
-def ollama_problem(config: dict[str, Any]) -> str:
-    """Why the configured Ollama cannot be used: the server is down, or it lacks the model."""
-    from ragd_train.chat.ollama import OllamaLLM
-
-    o = config["ollama"]
-    return OllamaLLM(o["host"], o["model"], timeout=o["timeout"]).problem() or f"Ollama at {o['host']} failed"
-
-
 def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_dir: str | Path) -> Any:
     """Pick the query generator the config asks for; ``auto`` falls back to no-LLM, saying so once."""
     from ragd_train.generate.llm import LLMQueryGenerator
@@ -53,15 +28,12 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
     choice = training["query_generator"]
     cache = GenerationCache(cache_dir, "generations")
     if choice in ("auto", "ollama"):
-        llm = connect_llm(config)
+        from ragd_train.chat.connect import connect
+
+        required_by = "training.query_generator" if choice == "ollama" else ""
+        llm, problem = connect(config, required_by=required_by, instead="nollm")
         if llm is not None:
             return LLMQueryGenerator(llm, cache, temperature=config["ollama"]["temperature"], seed=seed)
-        problem = ollama_problem(config)
-        if choice == "ollama":
-            raise RagdTrainError(
-                f"{problem}; start it (`ollama serve`, `ollama pull {config['ollama']['model']}`) "
-                "or set training.query_generator: nollm"
-            )
         made = llm_made_chunks(chunks, cache)
         if made:
             raise RagdTrainError(
@@ -321,7 +293,9 @@ def _make_judge(config: dict[str, Any], cache_dir: str | Path) -> Any | None:
 
     if config["training"]["query_generator"] == "nollm":
         return None
-    llm = connect_llm(config)
+    from ragd_train.chat.connect import connect
+
+    llm, _ = connect(config)
     if llm is None:
         log.info("quality filter: no LLM reachable, using the round-trip consistency filter")
         return None

@@ -376,17 +376,11 @@ def make_answer_writer(
     """The LLM writer the config asks for, or None for extractive answers (``auto`` without Ollama)."""
     if cfg.answers == "extractive":
         return None
-    from ragd_train.generate.queries import connect_llm, ollama_problem
+    from ragd_train.chat.connect import connect
 
-    llm = connect_llm(config)
+    required_by = "training.raft_answers" if cfg.answers == "ollama" else ""
+    llm, problem = connect(config, required_by=required_by, instead="extractive")
     if llm is None:
-        o = config["ollama"]
-        problem = ollama_problem(config)
-        if cfg.answers == "ollama":
-            raise RagdTrainError(
-                f"{problem}; start it (`ollama serve`, `ollama pull {o['model']}`) "
-                "or set training.raft_answers: extractive"
-            )
         log.warning("%s: RAFT answers are extractive (quoted oracle sentences)", problem)
         return None
     return LLMAnswerWriter(

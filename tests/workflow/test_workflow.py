@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,31 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0 and "train_embeddings" in out
     assert "rule generate_queries" not in out and "rule build_training_data" not in out
+
+    # Each rule's params are the settings it reads (ragd_train/settings.py): a change reruns
+    # exactly the rules that read it, as Snakemake's own params check sees it.
+    def params_changed(section: str = "", key: str = "", value: object = None) -> set[str]:
+        """The rules whose params differ from the last run's after setting section.key."""
+        changed = yaml.safe_load(cfg.read_text())
+        changed["training"].pop("embedding_learning_rate")  # back to what was built
+        if section:
+            changed.setdefault(section, {})[key] = value
+        other = cfg.with_name("changed.yaml")
+        other.write_text(yaml.safe_dump(changed))
+        dry = snakemake(
+            ws, *cfgargs(other), "-n", "--rerun-triggers", "params", "--", "reports/demo-embeddings.json"
+        )
+        assert dry.returncode == 0, dry.stderr[-2000:]
+        jobs = re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", dry.stdout + dry.stderr, re.S | re.M)
+        return {rule for rule, body in jobs if "Params have changed" in body}
+
+    assert params_changed() == set()
+    assert params_changed("training", "queries_per_chunk", 3) == {"generate_queries"}
+    assert params_changed("mining", "candidates", 7) == {"build_training_data"}
+    assert params_changed("training", "embedding_learning_rate", 3e-4) == {"train_embeddings"}
+    assert params_changed("evaluation", "mode", "dense") == {"evaluate_embeddings"}
+    assert params_changed("evaluation", "llm_max_examples", 3) == set()  # only the LLM report reads it
+    assert params_changed("reranker", "epochs", 3) == set()
 
     # Re-indexing with no content change touches nothing downstream.
     (ws / "extra").mkdir()

@@ -75,34 +75,79 @@ def _corpus_overrides(corpus: str, source: str | None, path: str | None) -> dict
     return {}
 
 
-# The config field each flag sets, so that a bad value is reported against the flag.
-FLAG_FIELDS = {
-    "training.embedding_base_model": "--base-model",
-    "training.embedding_epochs": "--epochs",
-    "training.embedding_budget_minutes": "--budget-minutes",
-    "training.embedding_max_steps": "--max-steps",
-    "training.embedding_batch_size": "--batch-size",
-    "training.embedding_learning_rate": "--learning-rate",
-    "training.matryoshka_dims": "--matryoshka-dims",
-    "training.queries_per_chunk": "--queries-per-chunk",
-    "training.hard_negatives_per_query": "--negatives",
-    "training.query_generator": "--generator",
-    "training.llm_backend": "--backend",
-    "training.llm_base_model": "--base-model",
-    "training.training_epochs": "--epochs",
-    "reranker.learning_rate": "--learning-rate",
-    "reranker.budget_minutes": "--budget-minutes",
-    "reranker.max_steps": "--max-steps",
-    "reranker.batch_size": "--batch-size",
-    "seed": "--seed",
+# Each command's flags and the config field each one sets: the one table that maps the CLI onto
+# the workflow's settings (``ragd_train/settings.py`` says which rules read them). It also reports a
+# bad value against the flag that gave it.
+FLAGS: dict[str, dict[str, str]] = {
+    "generate-data": {
+        "queries_per_chunk": "training.queries_per_chunk",
+        "negatives": "training.hard_negatives_per_query",
+        "generator": "training.query_generator",
+    },
+    "embeddings": {
+        "base_model": "training.embedding_base_model",
+        "epochs": "training.embedding_epochs",
+        "budget_minutes": "training.embedding_budget_minutes",
+        "max_steps": "training.embedding_max_steps",
+        "batch_size": "training.embedding_batch_size",
+        "learning_rate": "training.embedding_learning_rate",
+        "matryoshka_dims": "training.matryoshka_dims",
+    },
+    "reranker": {
+        "kind": "reranker.kind",
+        "base_model": "reranker.base_model",
+        "loss": "reranker.loss",
+        "epochs": "reranker.epochs",
+        "budget_minutes": "reranker.budget_minutes",
+        "max_steps": "reranker.max_steps",
+        "batch_size": "reranker.batch_size",
+        "learning_rate": "reranker.learning_rate",
+        "max_length": "reranker.max_length",
+        "negatives": "reranker.negatives_per_query",
+        "seed": "seed",
+    },
+    "llm": {
+        "backend": "training.llm_backend",
+        "base_model": "training.llm_base_model",
+        "epochs": "training.training_epochs",
+        "rank": "training.lora_rank",
+        "alpha": "training.lora_alpha",
+        "learning_rate": "training.llm_learning_rate",
+        "distractors": "training.raft_distractors",
+        "oracle_fraction": "training.raft_oracle_fraction",
+        "answers": "training.raft_answers",
+    },
 }
+FLAG_FIELDS = {
+    field: "--" + name.replace("_", "-") for flags in FLAGS.values() for name, field in flags.items()
+}
+WORKFLOW_OPTIONS = ("workspace", "configfiles", "cores", "jobs", "profile", "dry_run")
+
+
+def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shared workflow options, and the command's own flags."""
+    opts = {k: options.pop(k) for k in WORKFLOW_OPTIONS}
+    return opts, options
+
+
+def _flag_overrides(command: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides from the flags the user gave (click passes None for the others)."""
+    out: dict[str, Any] = {}
+    for name, field in FLAGS[command].items():
+        if flags.get(name) is not None:
+            *sections, key = field.split(".")
+            target = out
+            for section in sections:
+                target = target.setdefault(section, {})
+            target[key] = flags[name]
+    return out
 
 
 def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: list[str]) -> None:
     """Validate the config files and the flags' values before Snakemake reads them (a YAML error
     names its file and line; a bad value names the flag). For an embeddings target the base model
     and Matryoshka dims are checked too, so a dry run reports what the real run would refuse."""
-    from ragd_train.config import _has_path, default_config_path, load_config
+    from ragd_train.config import default_config_path, has_path, load_config
     from ragd_train.errors import InputError
     from ragd_train.runner import check_embedding_config
 
@@ -114,7 +159,7 @@ def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: l
             check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:
         field = exc.field or ""
-        if exc.path != "command line" and not (overrides and _has_path(overrides, field.split("."))):
+        if exc.path != "command line" and not (overrides and has_path(overrides, field.split("."))):
             raise
         flag = FLAG_FIELDS.get(field, f"the value for {field}")
         raise click.UsageError(f"{flag}: {exc.reason}") from None
@@ -136,11 +181,6 @@ def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) ->
         dry_run=opts["dry_run"],
     )
     return workspace
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    """The options the user gave (click passes None for the others): config overrides."""
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _merge(*dicts: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +222,25 @@ source_option = click.option(
 path_option = click.option("--path", default=None, help="With --source: the ragd data dir, folder or file.")
 
 
+def data_option(what: str) -> Callable[..., Any]:
+    return click.option(
+        "--data",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Train on this JSONL/JSON file {what}instead of the corpus's generated data.",
+    )
+
+
+def model_output_option(kind: str) -> Callable[..., Any]:
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Where the model goes [default: models/<corpus>-{kind} in the workspace].",
+    )
+
+
 @train.command("generate-data")
 @corpus_option
 @source_option
@@ -212,18 +271,11 @@ def generate_data(
     source: str | None,
     path: str | None,
     output: Path | None,
-    queries_per_chunk: int | None,
-    negatives: int | None,
-    generator: str | None,
-    **opts: Any,
+    **options: Any,
 ) -> None:
     """Generate training data (queries, hard negatives, quality filter) from a corpus."""
-    training = _given(
-        queries_per_chunk=queries_per_chunk,
-        hard_negatives_per_query=negatives,
-        query_generator=generator,
-    )
-    overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
+    opts, flags = _split(options)
+    overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("generate-data", flags))
     workspace = _run(
         [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"], opts, overrides
     )
@@ -238,20 +290,9 @@ def generate_data(
 @corpus_option
 @source_option
 @path_option
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Train on this JSONL/JSON file instead of the corpus's generated data.",
-)
+@data_option("")
 @click.option("--base-model", default=None, help="Base sentence-transformers model [config].")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the model goes [default: models/<corpus>-embeddings in the workspace].",
-)
+@model_output_option("embeddings")
 @click.option(
     "--epochs", type=click.IntRange(1), default=None, help="Passes over the data at most [config: 1]."
 )
@@ -266,35 +307,20 @@ def embeddings(
     source: str | None,
     path: str | None,
     data: Path | None,
-    base_model: str | None,
     output: Path | None,
-    epochs: int | None,
-    budget_minutes: float | None,
-    max_steps: int | None,
-    batch_size: int | None,
-    learning_rate: float | None,
-    matryoshka_dims: str | None,
-    **opts: Any,
+    **options: Any,
 ) -> None:
     """Fine-tune the embedding model (MNRL + Matryoshka) into models/<corpus>-embeddings."""
-    dims: Any = matryoshka_dims
-    if matryoshka_dims and matryoshka_dims not in ("auto", "none"):
+    opts, flags = _split(options)
+    dims = flags["matryoshka_dims"]
+    if dims and dims not in ("auto", "none"):
         try:
-            dims = [int(d) for d in matryoshka_dims.split(",")]
+            flags["matryoshka_dims"] = [int(d) for d in dims.split(",")]
         except ValueError:
             raise click.BadParameter(  # noqa: B904
                 "comma-separated integers, 'auto' or 'none'", param_hint="--matryoshka-dims"
             )
-    training = _given(
-        embedding_base_model=base_model,
-        embedding_epochs=epochs,
-        embedding_budget_minutes=budget_minutes,
-        embedding_max_steps=max_steps,
-        embedding_batch_size=batch_size,
-        embedding_learning_rate=learning_rate,
-        matryoshka_dims=dims,
-    )
-    overrides = {"training": training} if training else {}
+    overrides = _flag_overrides("embeddings", flags)
     _train_model(
         "embeddings", (corpus, source, path), data, output, overrides, opts, _fit_embeddings, _print_ragd_hint
     )
@@ -371,24 +397,13 @@ def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
 @corpus_option
 @source_option
 @path_option
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Train on this JSONL/JSON file (query, positive, negatives) instead of the corpus's data.",
-)
+@data_option("(query, positive, negatives) ")
 @click.option(
     "--base-model",
     default=None,
     help="Base model [config: cross-encoder/ms-marco-MiniLM-L-6-v2; when not offline: all-MiniLM-L6-v2].",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the model goes [default: models/<corpus>-reranker in the workspace].",
-)
+@model_output_option("reranker")
 @click.option(
     "--kind",
     type=click.Choice(["auto", "cross-encoder", "colbert"]),
@@ -418,36 +433,12 @@ def reranker_cmd(
     source: str | None,
     path: str | None,
     data: Path | None,
-    base_model: str | None,
     output: Path | None,
-    kind: str | None,
-    loss: str | None,
-    epochs: int | None,
-    budget_minutes: float | None,
-    max_steps: int | None,
-    batch_size: int | None,
-    learning_rate: float | None,
-    max_length: int | None,
-    negatives: int | None,
-    seed: int | None,
-    **opts: Any,
+    **options: Any,
 ) -> None:
     """Fine-tune a reranker (cross-encoder; ColBERT optional) into models/<corpus>-reranker."""
-    settings = _given(
-        kind=kind,
-        base_model=base_model,
-        loss=loss,
-        epochs=epochs,
-        budget_minutes=budget_minutes,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_length=max_length,
-        negatives_per_query=negatives,
-    )
-    overrides: dict[str, Any] = {"reranker": settings} if settings else {}
-    if seed is not None:
-        overrides["seed"] = seed
+    opts, flags = _split(options)
+    overrides = _flag_overrides("reranker", flags)
     _train_model(
         "reranker", (corpus, source, path), data, output, overrides, opts, _fit_reranker, _print_reranker_hint
     )
@@ -499,30 +490,11 @@ def llm(
     corpus: str,
     source: str | None,
     path: str | None,
-    backend: str | None,
-    base_model: str | None,
-    epochs: int | None,
-    rank: int | None,
-    alpha: int | None,
-    learning_rate: float | None,
-    distractors: int | None,
-    oracle_fraction: float | None,
-    answers: str | None,
-    **opts: Any,
+    **options: Any,
 ) -> None:
     """Train a RAFT LoRA adapter for ragd's chat model into models/<corpus>-llm."""
-    training = _given(
-        llm_backend=backend,
-        llm_base_model=base_model,
-        training_epochs=epochs,
-        lora_rank=rank,
-        lora_alpha=alpha,
-        llm_learning_rate=learning_rate,
-        raft_distractors=distractors,
-        raft_oracle_fraction=oracle_fraction,
-        raft_answers=answers,
-    )
-    overrides = _merge(_corpus_overrides(corpus, source, path), {"training": training} if training else {})
+    opts, flags = _split(options)
+    overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("llm", flags))
     target = f"models/{corpus}-llm"
     workspace = _run([target], opts, overrides)
     if opts["dry_run"]:

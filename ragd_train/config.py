@@ -74,7 +74,7 @@ def _validator():
     return jsonschema.validators.extend(base, {"properties": set_defaults})
 
 
-def _has_path(mapping: Mapping[str, Any] | None, keys: list[str | int]) -> bool:
+def has_path(mapping: Mapping[str, Any] | None, keys: list[str | int]) -> bool:
     node: Any = mapping
     for key in keys:
         if not isinstance(node, Mapping) or key not in node:
@@ -118,7 +118,7 @@ def validate_config(
     if "propertyNames" in error.schema_path and isinstance(error.instance, str):
         keys.append(error.instance)  # a bad key: name its own line, not its parent's
     field = ".".join(str(k) for k in keys) or "<root>"
-    if overrides and _has_path(overrides, keys):
+    if overrides and has_path(overrides, keys):
         raise InputError(f"invalid value: {error.message}", path="command line", field=field)
     where, line = locate(config, keys, sources)
     raise InputError(f"invalid config value: {error.message}", path=where, line=line, field=field)
@@ -136,7 +136,7 @@ def locate(
             data = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
-        if _has_path(data, keys):
+        if has_path(data, keys):
             having.append((src, _get_path(data, keys)))
     match = next((src for src, value in reversed(having) if value == current), None)
     if match is None and having:

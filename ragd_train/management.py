@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -185,23 +184,3 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         raise RagdTrainError(f"{dest} already exists: delete it or export --to another name")
     tmp.rename(dest)
     return dest
-
-
-def verify_export(archive: Path) -> dict[str, str]:
-    """Check every file of an exported tar.gz against its manifest; return ``{name: sha256}``."""
-    with tarfile.open(archive, "r:gz") as tar:
-        members = {m.name: m for m in tar.getmembers() if m.isfile()}
-        manifest_name = next((n for n in members if n.endswith("/MANIFEST.json")), None)
-        if manifest_name is None:
-            raise RagdTrainError(f"{archive}: no MANIFEST.json")
-        manifest = json.loads(tar.extractfile(members[manifest_name]).read())  # type: ignore[union-attr]
-        checked: dict[str, str] = {}
-        for arcname, entry in manifest["files"].items():
-            member = members.get(arcname)
-            if member is None:
-                raise RagdTrainError(f"{archive}: {arcname} listed in the manifest but missing")
-            digest = hashlib.sha256(tar.extractfile(member).read()).hexdigest()  # type: ignore[union-attr]
-            if digest != entry["sha256"]:
-                raise RagdTrainError(f"{archive}: {arcname} checksum mismatch")
-            checked[arcname] = digest
-    return checked

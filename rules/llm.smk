@@ -119,27 +119,3 @@ elif LLM_BACKEND == "unsloth":
 else:
 
     ruleorder: train_lora_peft > train_lora_mlx > train_lora
-
-
-# Base vs adapter answers on the held-out RAFT prompts (evaluation.llm_* settings).
-rule evaluate_llm:
-    input:
-        model="models/{corpus}-llm",
-        test="training_data/{corpus}/raft_test.jsonl",
-    output:
-        json="reports/{corpus}-llm.json",
-        md="reports/{corpus}-llm.md",
-    log:
-        "logs/evaluate_llm/{corpus}.log",
-    benchmark:
-        "benchmarks/evaluate_llm/{corpus}.tsv"
-    conda:
-        "../envs/cpu.yaml"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    params:
-        settings=settings_of("evaluate_llm"),
-    script:
-        "../scripts/evaluate_llm.py"

@@ -2,7 +2,8 @@
 
 ``training.llm_backend`` picks the trainer: ``auto`` resolves to ``mlx`` on Apple Silicon,
 ``unsloth`` where an NVIDIA GPU is present and ``peft`` (CPU) elsewhere. The workflow resolves it
-once, when the Snakefile is read, and runs the matching rule (``RULES``). Whatever the backend,
+once, when the Snakefile is read, and runs the matching rule (``rules/llm.smk``: ``train_lora_mlx``,
+``train_lora`` for unsloth, ``train_lora_peft``). Whatever the backend,
 ``models/{corpus}-llm/`` ends up holding:
 
 * ``adapters.safetensors``: the LoRA weights only, with ``adapter_config.json`` beside them (PEFT's
@@ -38,8 +39,6 @@ log = logging.getLogger("ragd_train")
 BACKENDS = ("mlx", "unsloth", "peft")
 # The workflow rule that trains with each backend. The GPU rule keeps the plain name
 # `train_lora`: profiles/slurm routes that name to the GPU partition.
-RULES = {"mlx": "train_lora_mlx", "unsloth": "train_lora", "peft": "train_lora_peft"}
-ENVS = {"mlx": "envs/mlx.yaml", "unsloth": "envs/cuda.yaml", "peft": "envs/cpu.yaml"}
 PLATFORM_ENV = "RAGD_TRAIN_PLATFORM"  # apple | cuda | cpu: overrides detection (tests, login nodes)
 PLATFORMS = {"apple": "mlx", "cuda": "unsloth", "cpu": "peft"}
 

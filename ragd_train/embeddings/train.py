@@ -207,7 +207,7 @@ def load_training_examples(
 def loss_name(requested: str, device: str, teacher: str | None = None) -> str:
     """``auto``: MarginMSE on the teacher's pairs and listwise KL on its lists when the data
     carries them (corpus-only data, where distillation beats contrastive training;
-    ``bench/README.md``), else the cached (GradCache) MNRL on CPU, where memory is the limit,
+    ``docs/results.md``), else the cached (GradCache) MNRL on CPU, where memory is the limit,
     and plain MNRL on a GPU."""
     if requested != "auto":
         return requested
@@ -300,7 +300,7 @@ def train_embeddings(
     served_length = model.max_seq_length  # what the base reads when it encodes; the model keeps it
     model.max_seq_length = cfg.max_seq_length
     model_dim = model.get_embedding_dimension()
-    # MatryoshkaLoss over the teacher's margins cost SciFact 0.025 NDCG@10 (bench/README.md):
+    # MatryoshkaLoss over the teacher's margins cost SciFact 0.025 NDCG@10 (docs/results.md):
     # "auto" leaves it off for distillation; an explicit list still turns it on.
     auto_off = loss in DISTILL_LOSSES and cfg.matryoshka_dims == "auto"
     dims = [] if auto_off else matryoshka_dims(cfg.matryoshka_dims, model_dim)

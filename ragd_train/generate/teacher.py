@@ -2,7 +2,7 @@
 
 On specialised corpora lexical matching of rare terms is what a general bi-encoder misses, and
 a z-score fusion of BM25 with the base model ranks far better than either (SciFact: 0.649 BM25,
-0.645 MiniLM, 0.715 fused; ``bench/README.md``). The teacher needs no labels and no LLM, so its
+0.645 MiniLM, 0.715 fused; ``docs/results.md``). The teacher needs no labels and no LLM, so its
 scores can be distilled into the bi-encoder on generated queries (GPL-style MarginMSE).
 
 The teacher score of a document for a query, in the dense model's cosine units, is

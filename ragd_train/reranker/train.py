@@ -168,7 +168,7 @@ def choose_kind(cfg: RerankerTrainingConfig) -> tuple[str, str | None]:
     return "colbert", (
         f"reranker.kind auto: '{cfg.base_model}' is not a trained cross-encoder available offline, so "
         f"this trains a ColBERT (late-interaction) reranker from '{cfg.fallback_model}': a cross-encoder "
-        "with a fresh scoring head made rankings worse in our benchmarks (bench/README.md). Set "
+        "with a fresh scoring head made rankings worse in our benchmarks (docs/results.md). Set "
         "reranker.kind: cross-encoder to force one."
     )
 

@@ -36,8 +36,6 @@ and bench_gate.py look up, so they do not encode the corpus again.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -50,93 +48,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+from common import (
+    DEFAULT_DATA,
+    DEFAULT_OUT,
+    ENCODE_BATCH,
+    METRIC_KEYS,
+    MODEL,
+    cached_encode,
+    claim_ids,
+    evaluate_model,
+    load_model,
+    load_scifact,
+    log,
+    offline,
+    plain_args,
+    relevant_pairs,
+    retrieval,
+    summarise,
+    versus_base,
+    without_relevant,
+)
 
-import numpy as np  # noqa: E402
+offline()
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "out"
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PUBLISHED_BASE = 0.6451
 GOALS = {"a": 0.670, "b": 0.680}
-EVAL_SEQ = 256
-ENCODE_BATCH = 64
-METRIC_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------------------ data
-
-
-def load_scifact(data: Path, work: Path) -> dict[str, Any]:
-    """Snapshot of the corpus (the package's reader), queries and qrels of both splits."""
-    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
-
-    t = time.perf_counter()
-    snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
-    chunks = load_snapshot(snapshot)
-    queries = {}
-    with open(data / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            queries[str(record["_id"])] = record["text"]
-    qrels: dict[str, dict[str, dict[str, int]]] = {}
-    for split in ("test", "train"):
-        qrels[split] = {}
-        with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                qrels[split].setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    return {
-        "snapshot": snapshot,
-        "chunks": chunks,
-        "doc_ids": [c["document_id"] for c in chunks],
-        "texts": [c["text"] for c in chunks],
-        "queries": queries,
-        "qrels": qrels,
-        "load_s": time.perf_counter() - t,
-    }
-
-
-def load_model(path: str, max_seq_length: int = EVAL_SEQ) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(path, device="cpu", trust_remote_code=False)
-    model.max_seq_length = max_seq_length
-    return model
-
-
-def cached_encode(
-    model: Any, key_parts: list[Any], texts: list[str], cache: Path | None
-) -> tuple[np.ndarray, float, bool]:
-    """Encode ``texts`` (unit-normalised); reuse ``cache`` (bench_generation.py's key scheme)."""
-    from ragd_train.encoding import encode
-
-    key = cache_key(key_parts, texts)
-    if cache is not None and (cache / f"{key}.npy").is_file():
-        return np.load(cache / f"{key}.npy"), 0.0, True
-    t = time.perf_counter()
-    emb = encode(model, texts, ENCODE_BATCH)
-    seconds = time.perf_counter() - t
-    if cache is not None:
-        write_cache(cache, key_parts, texts, emb, seconds)
-    return emb, seconds, False
-
-
-def cache_key(key_parts: list[Any], texts: list[str]) -> str:
-    return hashlib.sha256(json.dumps([*key_parts, texts], ensure_ascii=False).encode()).hexdigest()[:24]
-
-
-def write_cache(cache: Path, key_parts: list[Any], texts: list[str], emb: np.ndarray, seconds: float) -> None:
-    """Store ``emb`` under the cache key (overwriting: a retrained model keeps its directory's key)."""
-    key = cache_key(key_parts, texts)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(cache / f"{key}.npy", emb)
-    (cache / f"{key}.json").write_text(json.dumps({"texts": len(texts), "seconds": round(seconds, 3)}))
 
 
 def eval_subset(
@@ -153,73 +93,6 @@ def eval_subset(
     random.Random(seed).shuffle(rest)
     keep |= set(rest[: max(0, n - len(keep))])
     return sorted(keep)
-
-
-def evaluate_model(
-    model: Any,
-    d: dict[str, Any],
-    test_ids: list[str],
-    subset: list[int],
-    dims: list[int],
-    cache: Path | None,
-    key: str | None,
-    store_key: str | None = None,
-) -> dict[str, Any]:
-    """``store_key``: encode anyway and write the corpus embeddings to ``cache`` under that model key."""
-    from ragd_train.encoding import encode
-    from ragd_train.evaluate.ir_metrics import evaluate
-
-    texts = [d["texts"][i] for i in subset]
-    t = time.perf_counter()
-    if key is not None:
-        corpus_emb, _, cached = cached_encode(model, [key, ENCODE_BATCH], texts, cache)
-    else:
-        corpus_emb, cached = encode(model, texts, ENCODE_BATCH), False
-    encode_corpus_s = time.perf_counter() - t
-    if store_key is not None and cache is not None:
-        write_cache(cache, [store_key, ENCODE_BATCH], texts, corpus_emb, encode_corpus_s)
-    t = time.perf_counter()
-    query_emb = encode(model, [d["queries"][q] for q in test_ids], ENCODE_BATCH)
-    encode_queries_s = time.perf_counter() - t
-    result = evaluate(
-        None,
-        {q: d["queries"][q] for q in test_ids},
-        {d["doc_ids"][i]: d["texts"][i] for i in subset},
-        d["qrels"]["test"],
-        dims=dims,
-        query_emb=query_emb,
-        corpus_emb=corpus_emb,
-    )
-    return {
-        "metrics": {str(k): v for k, v in result.mean().items()},
-        "per_query_ndcg@10": {str(k): v["ndcg@10"].round(6).tolist() for k, v in result.per_query.items()},
-        "per_query_full": per_query_full(result),
-        "query_ids": result.query_ids,
-        "encode_corpus_s": round(encode_corpus_s, 2),
-        "corpus_cached": cached,
-        "encode_queries_s": round(encode_queries_s, 2),
-    }
-
-
-def per_query_full(result: Any) -> dict[str, list[float]]:
-    """Per-query values of every metric at the full dimension (for the paired statistics)."""
-    full = max(result.per_query)
-    return {m: result.per_query[full][m].tolist() for m in METRIC_KEYS}
-
-
-def versus_base(base: dict[str, Any], new: dict[str, Any], samples: int, seed: int) -> dict[str, Any]:
-    """Paired bootstrap CI and sign-flip p-value of ``new - base`` per metric (ragd_train.stats)."""
-    from ragd_train.stats import paired_bootstrap, sign_flip_test
-
-    if base["query_ids"] != new["query_ids"]:
-        raise ValueError("base and fine-tuned were evaluated on different queries")
-    out = {}
-    for m in METRIC_KEYS:
-        b, n = np.asarray(base["per_query_full"][m]), np.asarray(new["per_query_full"][m])
-        row = paired_bootstrap(b, n, samples=samples, seed=seed)
-        row["p_value"] = sign_flip_test(b, n, samples=samples, seed=seed)
-        out[m] = {"base": float(b.mean()), "new": float(n.mean()), **row}
-    return out
 
 
 # ------------------------------------------------------------------------- training data
@@ -384,13 +257,7 @@ def human_data(
     from ragd_train.generate.bm25 import BM25
     from ragd_train.generate.mining import mine
 
-    pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
-    pairs = [
-        (q, pos[doc])
-        for q, docs in sorted(d["qrels"]["train"].items())
-        for doc, grade in docs.items()
-        if grade > 0 and doc in pos and q in d["queries"]
-    ]
+    pairs = relevant_pairs(d, "train", claim_ids(d, "train"))
     t = time.perf_counter()
     q_texts = [d["queries"][q] for q, _ in pairs]
     q_emb = encode(model, q_texts, ENCODE_BATCH)
@@ -411,9 +278,8 @@ def human_data(
     )
     mine_s = time.perf_counter() - t
     records = []
-    for (q, i), res in zip(pairs, mined, strict=True):
-        relevant = {pos[doc] for doc in d["qrels"]["train"][q] if doc in pos}
-        negs = [j for j in res.negatives if j not in relevant][:want]
+    negatives = without_relevant(d, "train", pairs, mined, want)
+    for (q, i), negs in zip(pairs, negatives, strict=True):
         records.append(
             {
                 "query": d["queries"][q],
@@ -473,10 +339,13 @@ def train_in_subprocess(train_path: Path, out_dir: Path, cfg: dict[str, Any]) ->
 def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) -> None:
     """Time ``trainer.train()`` for the rows in ``train_path`` (ours or bare sentence-transformers)."""
     from ragd_train.embeddings.train import (
-        DISTILL_TEMPERATURE,
+        DISTILL_LOSSES,
         EmbeddingTrainingConfig,
+        build_loss,
         loss_name,
+        matryoshka_dims,
         memory_bounded_batch,
+        teacher_kind,
         train_embeddings,
     )
 
@@ -486,7 +355,12 @@ def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) ->
             meta = train_embeddings(train_path, Path(tmp) / "m", c, device="cpu")
         queue.put({"train_s": meta["train_time_s"], "steps": len(meta["loss_history"])})
         return
-    # The bare script: what a user would write with sentence-transformers alone.
+    # The bare script: what a user would write with sentence-transformers alone. It takes from the
+    # package only what makes it the same training as ours: how "auto" resolves to a loss
+    # (teacher_kind, loss_name), the loss itself (build_loss, with Matryoshka dims as ours resolves
+    # them) and the mini-batches (memory_bounded_batch). The rest is deliberately bare: rows read as
+    # they are (no validation; no negatives topped up from other records as load_training_examples
+    # does) and the trainer's arguments set by hand, not by ragd_train.training.trainer_arguments.
     import torch
     from datasets import Dataset
     from sentence_transformers import (
@@ -494,7 +368,6 @@ def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) ->
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
-    from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from ragd_train.hub import resolve_model
@@ -502,14 +375,7 @@ def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) ->
     torch.manual_seed(c.seed)
     with open(train_path, encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle]
-    teacher = (
-        "lists"
-        if all("teacher_list" in r for r in records)
-        else "pairs"
-        if all("teacher_pair" in r for r in records)
-        else None
-    )
-    name = loss_name(c.loss, "cpu", teacher)  # same resolution of "auto" as ours
+    name = loss_name(c.loss, "cpu", teacher_kind(records))  # same resolution of "auto" as ours
     model = SentenceTransformer(resolve_model(c.base_model), device="cpu")
     model.max_seq_length = c.max_seq_length
     rows = []
@@ -527,22 +393,11 @@ def _step_worker(kind: str, train_path: str, cfg: dict[str, Any], queue: Any) ->
             for k, n in enumerate(r["negatives"][: c.hard_negatives], start=1):
                 row[f"negative_{k}"] = n["text"]
         rows.append(row)
-    distill = name in ("margin_mse", "distill_kl")
-    if name == "margin_mse":
-        base = losses.MarginMSELoss(model)
-    elif name == "distill_kl":
-        from sentence_transformers.util import pairwise_cos_sim
-
-        base = losses.DistillKLDivLoss(
-            model, similarity_fct=pairwise_cos_sim, temperature=DISTILL_TEMPERATURE
-        )
-    elif name == "cached_mnrl":
-        base = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=c.mini_batch_size)
-    else:
-        base = losses.MultipleNegativesRankingLoss(model)
-    dims = c.matryoshka_dims if isinstance(c.matryoshka_dims, list) else [384, 192, 96, 48]
-    matryoshka = c.matryoshka_dims != "none" and not (distill and c.matryoshka_dims == "auto")
-    loss = losses.MatryoshkaLoss(model, base, matryoshka_dims=dims) if matryoshka else base
+    distill = name in DISTILL_LOSSES
+    # as train_embeddings: no Matryoshka for distillation under "auto" (--train-matryoshka is auto|none)
+    auto_off = distill and c.matryoshka_dims == "auto"
+    dims = [] if auto_off else matryoshka_dims(c.matryoshka_dims, model.get_embedding_dimension())
+    loss = build_loss(model, c, dims, name)
     # the same mini-batches and accumulation as ours (one update = batch_size examples)
     per_device, accumulation = memory_bounded_batch(
         name, "cpu", c.batch_size, c.mini_batch_size, c.max_seq_length, len(rows[0]) - 1
@@ -702,7 +557,7 @@ def main() -> int:
     t_all = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": plain_args(args),
         "environment": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -739,33 +594,11 @@ def main() -> int:
         full_dim = base_full.shape[1]
         dims = sorted({full_dim, *dims}, reverse=True)
         t = time.perf_counter()
-        from ragd_train.evaluate.ir_metrics import evaluate
-
-        res = evaluate(
-            None,
-            {q: d["queries"][q] for q in test_ids},
-            {d["doc_ids"][i]: d["texts"][i] for i in subset},
-            d["qrels"]["test"],
-            dims=dims,
-            query_emb=base_q,
-            corpus_emb=base_full[subset],
-        )
-        results["models"]["base"] = {
-            "metrics": {str(k): v for k, v in res.mean().items()},
-            "per_query_ndcg@10": {str(k): v["ndcg@10"].round(6).tolist() for k, v in res.per_query.items()},
-            "per_query_full": per_query_full(res),
-            "query_ids": res.query_ids,
-        }
+        res = retrieval(d, test_ids, subset, dims, base_q, base_full[subset])
+        results["models"]["base"] = summarise(res)
         if args.eval_docs:  # the base model's full-corpus figure costs nothing more: print it too
-            full = evaluate(
-                None,
-                {q: d["queries"][q] for q in test_ids},
-                dict(zip(d["doc_ids"], d["texts"], strict=True)),
-                d["qrels"]["test"],
-                dims=dims,
-                query_emb=base_q,
-                corpus_emb=base_full,
-            )
+            everything = list(range(len(d["texts"])))
+            full = retrieval(d, test_ids, everything, dims, base_q, base_full)
             results["models"]["base (all docs)"] = {"metrics": {str(k): v for k, v in full.mean().items()}}
         stages["base_eval"] = round(time.perf_counter() - t, 2)
         log(

@@ -34,8 +34,6 @@ encoded afresh. Results: ``bench/out/bench_gate.json``.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import random
@@ -46,66 +44,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+from common import (
+    DEFAULT_DATA,
+    DEFAULT_OUT,
+    ENCODE_BATCH,
+    MODEL,
+    cache_file,
+    claim_ids,
+    load_scifact,
+    log,
+    offline,
+    plain_args,
+    relevant_pairs,
+    write_cache,
+)
+from common import EVAL_SEQ as BASE_SEQ  # the base model's own max_seq_length, at which the cache was filled
 
-import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "out"
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-ENCODE_BATCH = 64
-BASE_SEQ = 256  # the base model's own max_seq_length, at which the cache was filled
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def load_scifact(data: Path, work: Path) -> dict[str, Any]:
-    """Snapshot (the package's BEIR reader), queries and qrels of both splits."""
-    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
-
-    snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
-    chunks = load_snapshot(snapshot)
-    queries = {}
-    with open(data / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            queries[str(record["_id"])] = record["text"]
-    qrels: dict[str, dict[str, dict[str, int]]] = {}
-    for split in ("test", "train"):
-        qrels[split] = {}
-        with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                qrels[split].setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    return {
-        "snapshot": snapshot,
-        "doc_ids": [c["document_id"] for c in chunks],
-        "chunk_ids": [c["chunk_id"] for c in chunks],
-        "texts": [c["text"] for c in chunks],
-        "queries": queries,
-        "qrels": qrels,
-    }
+offline()
 
 
 def split_records(d: dict[str, Any], split: str) -> list[dict[str, Any]]:
     """One record per (claim, relevant abstract) of ``split``: train.jsonl / test.jsonl format."""
-    pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
     return [
         {
             "query": d["queries"][q],
             "query_id": q,
-            "positive": d["texts"][pos[doc]],
-            "positive_id": d["chunk_ids"][pos[doc]],
+            "positive": d["texts"][i],
+            "positive_id": d["chunk_ids"][i],
             "negatives": [],
-            "source_document": doc,
+            "source_document": d["doc_ids"][i],
         }
-        for q in sorted(d["qrels"][split])
-        if q in d["queries"]
-        for doc, grade in d["qrels"][split][q].items()
-        if grade > 0 and doc in pos
+        for q, i in relevant_pairs(d, split, claim_ids(d, split))
     ]
 
 
@@ -142,13 +112,13 @@ class EncodeCache:
         self.loaded[path] = int(model.max_seq_length)
         return model
 
-    def _key(self, path: str, seq: int, texts: list[str]) -> str:
+    def _file(self, path: str, seq: int, texts: list[str]) -> Path:
         parts: list[Any] = [path, ENCODE_BATCH]
         if seq != BASE_SEQ:  # bench_embeddings.py / bench_reranker.py keys hold 256-token encodings only
             weights = Path(path) / "model.safetensors"
             stat = weights.stat() if weights.is_file() else None
             parts += [f"max_seq_length={seq}", stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0]
-        return hashlib.sha256(json.dumps([*parts, texts], ensure_ascii=False).encode()).hexdigest()[:24]
+        return cache_file(self.cache, parts, texts)
 
     def encode(
         self, model: Any, texts: list[str], batch_size: int = 64, progress: bool = False
@@ -164,7 +134,7 @@ class EncodeCache:
                     "seconds": round(time.perf_counter() - t, 2),
                 }
             return emb
-        npy = self.cache / f"{self._key(path, seq, texts)}.npy"
+        npy = self._file(path, seq, texts)
         if npy.is_file():
             self.encoded[f"{Path(path).name}@{seq}"] = {"cached": True, "seconds": 0.0}
             return np.load(npy)
@@ -173,9 +143,7 @@ class EncodeCache:
         emb = self._encode(model, texts, batch_size, progress)
         seconds = time.perf_counter() - t
         self.encoded[f"{Path(path).name}@{seq}"] = {"cached": False, "seconds": round(seconds, 2)}
-        self.cache.mkdir(parents=True, exist_ok=True)
-        np.save(npy, emb)
-        npy.with_suffix(".json").write_text(json.dumps({"texts": len(texts), "seconds": round(seconds, 3)}))
+        write_cache(npy, emb, seconds)
         return emb
 
 
@@ -299,7 +267,7 @@ def main() -> int:
     result = {
         "benchmark": "promotion gate on SciFact",
         "base_model": MODEL,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": plain_args(args),
         "broken_training": {
             "steps": len(losses),
             "examples": meta["training_examples"],

@@ -24,7 +24,6 @@ Run ``python bench/bench_generation.py --help``; quick run:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -37,15 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+from common import DEFAULT_DATA, DEFAULT_OUT, MODEL, cache_file, offline, write_cache
 
-import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "out"
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+offline()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -123,27 +117,18 @@ class EmbeddingStore:
     def encode(self, label: str, texts: list[str]) -> np.ndarray:
         from ragd_train.encoding import encode
 
-        key = hashlib.sha256(
-            json.dumps([self.model_path, self.batch_size, texts], ensure_ascii=False).encode()
-        ).hexdigest()[:24]
         if self.cache_dir is not None:
-            npy, meta = self.cache_dir / f"{key}.npy", self.cache_dir / f"{key}.json"
+            npy = cache_file(self.cache_dir, [self.model_path, self.batch_size], texts)
+            meta = npy.with_suffix(".json")
             if npy.is_file() and meta.is_file():
                 info = json.loads(meta.read_text())
                 self.timings[label] = {**info, "cached": True}
                 return np.load(npy)
         emb, seconds, cpu = measured(lambda: encode(self.model, texts, self.batch_size))
-        info = {
-            "texts": len(texts),
-            "seconds": round(seconds, 3),
-            "cpu_s": round(cpu, 3),
-            "texts_per_s": round(rate(len(texts), seconds), 2),
-        }
-        self.timings[label] = {**info, "cached": False}
+        more = {"cpu_s": round(cpu, 3), "texts_per_s": round(rate(len(texts), seconds), 2)}
+        self.timings[label] = {"texts": len(texts), "seconds": round(seconds, 3), **more, "cached": False}
         if self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            np.save(npy, emb)
-            meta.write_text(json.dumps(info))
+            write_cache(npy, emb, seconds, **more)
         return emb
 
 

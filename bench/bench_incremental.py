@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+from common import DEFAULT_DATA, REPO, use_tests
+
+use_tests()
+SCIFACT = DEFAULT_DATA / "corpus.jsonl"
 MODEL = "llama3.2:3b"
 
 
@@ -59,23 +60,12 @@ def slurm_plugin_import_s() -> float | None:
 
 
 def snakemake(ws: Path, cfg: Path, *args: str) -> tuple[float, str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(ws),
-        "--cores",
-        "2",
-        "--configfile",
-        str(ROOT / "config" / "config.yaml"),
-        str(cfg),
-        *args,
-    ]
+    """The test suite's workflow runner (tests/helpers.py), without its time limit."""
+    from helpers import cfgargs
+    from helpers import snakemake as run
+
     start = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = run(ws, *cfgargs(cfg), *args, timeout=None)
     if out.returncode != 0:
         sys.exit(f"snakemake failed:\n{out.stderr[-3000:]}")
     return time.monotonic() - start, out.stdout + out.stderr
@@ -87,7 +77,7 @@ def main() -> None:
     parser.add_argument(
         "--change", type=float, default=0.01, help="Fraction of chunks edited before the rerun."
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "incremental.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "incremental.json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ollama_server import OllamaTestServer

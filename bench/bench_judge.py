@@ -15,21 +15,20 @@ import argparse
 import copy
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import REPO
 
 
 def pairs(n: int, seed: int) -> list[tuple[str, str, bool]]:
     """(question, passage, relevant): half with an answering document, half with another one."""
     docs = {
-        p.stem: p.read_text(encoding="utf-8")[:800] for p in sorted((ROOT / "data" / "demo").glob("*.md"))
+        p.stem: p.read_text(encoding="utf-8")[:800] for p in sorted((REPO / "data" / "demo").glob("*.md"))
     }
     questions = [
-        json.loads(line) for line in (ROOT / "data" / "demo-questions.jsonl").read_text().splitlines()
+        json.loads(line) for line in (REPO / "data" / "demo-questions.jsonl").read_text().splitlines()
     ]
     rng = random.Random(seed)
     chosen = rng.sample(questions, n)
@@ -50,7 +49,6 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "bench"))
     from gguf_llm import QWEN_NAME, gguf_ollama_server
 
     from ragd_train.cache import GenerationCache

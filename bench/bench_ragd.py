@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from common import REPO, use_tests
+
+use_tests()
 
 MODES = ("hybrid", "semantic")
 
@@ -63,10 +64,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "demo-embeddings")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "demo-embeddings")
     parser.add_argument("--base", default=None, help="base model [default: the model's own base]")
-    parser.add_argument("--queries", type=Path, default=ROOT / "training_data" / "demo" / "test.jsonl")
-    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "demo", help="the folder ragd indexes")
+    parser.add_argument("--queries", type=Path, default=REPO / "training_data" / "demo" / "test.jsonl")
+    parser.add_argument("--corpus", type=Path, default=REPO / "data" / "demo", help="the folder ragd indexes")
     parser.add_argument("--samples", type=int, default=10_000)
     args = parser.parse_args()
 

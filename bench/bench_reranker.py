@@ -41,12 +41,9 @@ top 50 (recall@50 0.892):
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import platform
-import random
 import shutil
 import sys
 import tempfile
@@ -54,48 +51,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+from common import (
+    DEFAULT_DATA,
+    DEFAULT_OUT,
+    ENCODE_BATCH,
+    cache_file,
+    claim_ids,
+    load_scifact,
+    log,
+    offline,
+    plain_args,
+    relevant_pairs,
+    without_relevant,
+    write_cache,
+)
+from common import MODEL as EMBEDDING
 
-import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "out"
-EMBEDDING = "sentence-transformers/all-MiniLM-L6-v2"
-ENCODE_BATCH = 64
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def load_scifact(data: Path, work: Path) -> dict[str, Any]:
-    """Snapshot of the corpus (the package's BEIR reader), queries and qrels of both splits."""
-    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
-
-    snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)
-    chunks = load_snapshot(snapshot)
-    queries = {}
-    with open(data / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            queries[str(record["_id"])] = record["text"]
-    qrels: dict[str, dict[str, dict[str, int]]] = {}
-    for split in ("test", "train"):
-        qrels[split] = {}
-        with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                qrels[split].setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
-    return {
-        "snapshot": snapshot,
-        "chunks": chunks,
-        "doc_ids": [c["document_id"] for c in chunks],
-        "chunk_ids": [c["chunk_id"] for c in chunks],
-        "texts": [c["text"] for c in chunks],
-        "queries": queries,
-        "qrels": qrels,
-    }
+offline()
 
 
 class CachedEmbedder:
@@ -113,9 +86,7 @@ class CachedEmbedder:
         from ragd_train.hub import resolve_model
 
         path = resolve_model(name)
-        key = hashlib.sha256(json.dumps([path, ENCODE_BATCH, texts], ensure_ascii=False).encode()).hexdigest()
-        key = key[:24]
-        npy = self.cache / f"{key}.npy" if self.cache else None
+        npy = cache_file(self.cache, [path, ENCODE_BATCH], texts) if self.cache else None
         if npy is not None and npy.is_file():
             return np.load(npy)
         if path not in self.models:
@@ -126,11 +97,7 @@ class CachedEmbedder:
         seconds = time.perf_counter() - t
         self.timings[f"{Path(name).name}:{len(texts)}"] = round(seconds, 2)
         if npy is not None and len(texts) >= 1000:
-            npy.parent.mkdir(parents=True, exist_ok=True)
-            np.save(npy, emb)
-            npy.with_suffix(".json").write_text(
-                json.dumps({"texts": len(texts), "seconds": round(seconds, 3)})
-            )
+            write_cache(npy, emb, seconds)
         return emb
 
 
@@ -141,17 +108,8 @@ def training_records(
     from ragd_train.generate.bm25 import BM25
     from ragd_train.generate.mining import mine
 
-    pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
-    qids = sorted(q for q in d["qrels"]["train"] if q in d["queries"])
-    if limit:
-        random.Random(seed).shuffle(qids)
-        qids = sorted(qids[:limit])
-    pairs = [
-        (q, pos[doc])
-        for q in qids
-        for doc, grade in d["qrels"]["train"][q].items()
-        if grade > 0 and doc in pos
-    ]
+    qids = claim_ids(d, "train", limit, seed)
+    pairs = relevant_pairs(d, "train", qids)
     t = time.perf_counter()
     corpus_emb = embed(EMBEDDING, d["texts"])
     q_texts = [d["queries"][q] for q, _ in pairs]
@@ -166,9 +124,7 @@ def training_records(
         num_negatives=negatives + 3,  # room to drop the claim's other relevant abstracts
     )
     records = []
-    for (q, i), res in zip(pairs, mined, strict=True):
-        relevant = {pos[doc] for doc in d["qrels"]["train"][q] if doc in pos}
-        negs = [j for j in res.negatives if j not in relevant][:negatives]
+    for (q, i), negs in zip(pairs, without_relevant(d, "train", pairs, mined, negatives), strict=True):
         records.append(
             {
                 "query": d["queries"][q],
@@ -184,16 +140,9 @@ def training_records(
 
 def test_records(d: dict[str, Any], limit: int | None, seed: int) -> list[dict[str, Any]]:
     """One record per (test claim, relevant abstract): the report's test.jsonl format."""
-    pos = {doc: i for i, doc in enumerate(d["doc_ids"])}
-    qids = sorted(q for q in d["qrels"]["test"] if q in d["queries"])
-    if limit:
-        random.Random(seed).shuffle(qids)
-        qids = sorted(qids[:limit])
     return [
-        {"query": d["queries"][q], "query_id": q, "positive_id": d["chunk_ids"][pos[doc]]}
-        for q in qids
-        for doc, grade in d["qrels"]["test"][q].items()
-        if grade > 0 and doc in pos
+        {"query": d["queries"][q], "query_id": q, "positive_id": d["chunk_ids"][i]}
+        for q, i in relevant_pairs(d, "test", claim_ids(d, "test", limit, seed))
     ]
 
 
@@ -319,7 +268,7 @@ def main() -> int:
             "python": platform.python_version(),
             "load_average_end": list(os.getloadavg()),
         },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": plain_args(args),
         "training": training,
         "report": report,
         "stages_s": stages,

@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_embeddings import (  # noqa: E402 - the sibling benchmark's loaders and statistics
+from common import (
     DEFAULT_DATA,
     DEFAULT_OUT,
     ENCODE_BATCH,
@@ -40,8 +37,13 @@ from bench_embeddings import (  # noqa: E402 - the sibling benchmark's loaders a
     load_model,
     load_scifact,
     log,
+    offline,
+    retrieval,
+    summarise,
     versus_base,
 )
+
+offline()
 
 
 def average_weights(model_dirs: list[Path], out_dir: Path) -> None:
@@ -72,7 +74,6 @@ def main() -> int:
     p.add_argument("--bootstrap-samples", type=int, default=10_000)
     args = p.parse_args()
     from ragd_train.encoding import encode
-    from ragd_train.evaluate.ir_metrics import evaluate
     from ragd_train.hub import resolve_model
 
     missing = [str(m) for m in args.models if not (m / "model.safetensors").is_file()]
@@ -86,24 +87,12 @@ def main() -> int:
         base_path = resolve_model(MODEL)
         base = load_model(base_path)
         base_full, _, _ = cached_encode(base, [base_path, ENCODE_BATCH], d["texts"], args.cache)
-        res = evaluate(
-            None,
-            {q: d["queries"][q] for q in test_ids},
-            dict(zip(d["doc_ids"], d["texts"], strict=True)),
-            d["qrels"]["test"],
-            dims=[base_full.shape[1]],
-            query_emb=encode(base, [d["queries"][q] for q in test_ids], ENCODE_BATCH),
-            corpus_emb=base_full,
-        )
         full = str(base_full.shape[1])
-        rows: dict[str, dict[str, Any]] = {
-            "base": {
-                "metrics": {str(k): v for k, v in res.mean().items()},
-                "per_query_full": {m: res.per_query[int(full)][m].tolist() for m in METRIC_KEYS},
-                "query_ids": res.query_ids,
-            }
-        }
         dims = [int(full)]
+        base_q = encode(base, [d["queries"][q] for q in test_ids], ENCODE_BATCH)
+        rows: dict[str, dict[str, Any]] = {
+            "base": summarise(retrieval(d, test_ids, everything, dims, base_q, base_full))
+        }
         for m in args.models:
             log(f"ingredient {m}")
             rows[m.name] = evaluate_model(

@@ -16,15 +16,23 @@ bench_embeddings.py uses. Reads SciFact in place from ``../shared/data/scifact``
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import (
+    DEFAULT_DATA,
+    DEFAULT_OUT,
+    ENCODE_BATCH,
+    MODEL,
+    cached_encode,
+    load_model,
+    load_scifact,
+    offline,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_embeddings as be  # noqa: E402
+offline()
 
 
 def ndcg10(scores: np.ndarray, doc_ids: np.ndarray, relevant: list[dict[str, int]]) -> float:
@@ -36,8 +44,8 @@ def ndcg10(scores: np.ndarray, doc_ids: np.ndarray, relevant: list[dict[str, int
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=be.DEFAULT_DATA)
-    p.add_argument("--cache", type=Path, default=be.DEFAULT_OUT / "cache")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--cache", type=Path, default=DEFAULT_OUT / "cache")
     p.add_argument("--shares", default="0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--splits", default="test,train", help="qrels splits to score, one column each")
     args = p.parse_args()
@@ -49,11 +57,11 @@ def main() -> int:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_teacher_") as tmp:
-        d = be.load_scifact(args.data, Path(tmp))
+        d = load_scifact(args.data, Path(tmp))
     splits = args.splits.split(",")
-    path = resolve_model(be.MODEL)
-    base = be.load_model(path)
-    corpus, _, cached = be.cached_encode(base, [path, be.ENCODE_BATCH], d["texts"], args.cache)
+    path = resolve_model(MODEL)
+    base = load_model(path)
+    corpus, _, cached = cached_encode(base, [path, ENCODE_BATCH], d["texts"], args.cache)
     bm25 = BM25(d["texts"])
     ids = np.asarray(d["doc_ids"])
 
@@ -70,7 +78,7 @@ def main() -> int:
         query_ids = [q for q in d["qrels"][split] if q in d["queries"]]
         sizes.append(f"{len(query_ids)} {split}")
         queries = [d["queries"][q] for q in query_ids]
-        dense = encode(base, queries, be.ENCODE_BATCH) @ corpus.T
+        dense = encode(base, queries, ENCODE_BATCH) @ corpus.T
         lexical = bm25.scores(queries)
         relevant = [d["qrels"][split][q] for q in query_ids]
         column = [ndcg10(dense, ids, relevant), ndcg10(lexical, ids, relevant)]

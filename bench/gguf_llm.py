@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import use_tests
+
 QWEN_NAME = "qwen2.5-coder:1.5b-instruct-q4_K_M"
 QWEN_PARTS = 22
 CACHE = Path(os.environ.get("RAGD_TRAIN_BENCH_CACHE", Path.home() / ".cache" / "ragd-train-bench"))
@@ -102,7 +102,7 @@ class GGUFResponder:
 @contextlib.contextmanager
 def gguf_ollama_server(threads: int = 2) -> Iterator[Any]:
     """The Ollama-protocol test server (tests/ollama_server.py) answering with the real model."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    use_tests()
     from ollama_server import OllamaTestServer
 
     responder = GGUFResponder(qwen_gguf(), threads=threads)

@@ -65,3 +65,16 @@ def base_metadata(
         "seed": seed,
         "versions": package_versions(),
     }
+
+
+def run_stats(train_time: float, start: float, device: Any) -> dict[str, Any]:
+    """The timings, peak memory and device every model's ``training_metadata.json`` records."""
+    import time
+
+    return {
+        "train_time_s": round(train_time, 2),
+        "wall_time_s": round(time.monotonic() - start, 2),
+        "peak_memory_mb": peak_memory_mb(),
+        "gpu_peak_memory_mb": gpu_peak_memory_mb(),
+        "device": str(device),
+    }

@@ -28,7 +28,7 @@ from typing import Any
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
-from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, peak_memory_mb
+from ragd_train.metadata import base_metadata, run_stats
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
 log = logging.getLogger("ragd_train")
@@ -403,11 +403,7 @@ def train_reranker(
                 "training_plan": plan,
                 "score": "maxsim" if cfg.kind == "colbert" else "sigmoid",
                 "loss_history": history,
-                "train_time_s": round(train_time, 2),
-                "wall_time_s": round(time.monotonic() - start, 2),
-                "peak_memory_mb": peak_memory_mb(),
-                "gpu_peak_memory_mb": gpu_peak_memory_mb(),
-                "device": str(model.device),
+                **run_stats(train_time, start, model.device),
             }
         )
         write_json(staging / "training_metadata.json", meta)

@@ -24,8 +24,6 @@ from ragd_train.llm.lora import (
     ADAPTER_CONFIG,
     ADAPTER_FILE,
     DEFAULT_TARGETS,
-    ENVS,
-    RULES,
     LoraTrainingConfig,
     check_cpu_feasible,
     detect_platform,
@@ -38,6 +36,9 @@ from ragd_train.llm.lora import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each backend's rule and conda env in rules/llm.smk.
+RULES = {"mlx": "train_lora_mlx", "unsloth": "train_lora", "peft": "train_lora_peft"}
+ENVS = {"mlx": "envs/mlx.yaml", "unsloth": "envs/cuda.yaml", "peft": "envs/cpu.yaml"}
 
 
 # ---------------------------------------------------------------- a tiny llama (tests/models.py)

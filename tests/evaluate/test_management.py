@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from ragd_train.cli import main
 from ragd_train.errors import InputError, RagdTrainError
-from ragd_train.management import delete_model, export_model, list_models, model_path, verify_export
+from ragd_train.management import delete_model, export_model, list_models, model_path
 from ragd_train.ragd import config as ragd_config
 from ragd_train.ragd.config import set_values
 
@@ -106,6 +107,26 @@ def test_delete_asks_then_removes(ws: Path) -> None:
     assert gone.exit_code == 0 and not (ws / "models" / "demo-embeddings").exists()
     missing = runner.invoke(main, ["train", "delete", "demo-embeddings", "--yes", "--workspace", str(ws)])
     assert missing.exit_code == 1 and "no model" in missing.output
+
+
+def verify_export(archive: Path) -> dict[str, str]:
+    """Check every file of an exported tar.gz against its MANIFEST.json; return ``{name: sha256}``."""
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        manifest_name = next((n for n in members if n.endswith("/MANIFEST.json")), None)
+        if manifest_name is None:
+            raise RagdTrainError(f"{archive}: no MANIFEST.json")
+        manifest = json.loads(tar.extractfile(members[manifest_name]).read())
+        checked: dict[str, str] = {}
+        for arcname, entry in manifest["files"].items():
+            member = members.get(arcname)
+            if member is None:
+                raise RagdTrainError(f"{archive}: {arcname} listed in the manifest but missing")
+            digest = hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+            if digest != entry["sha256"]:
+                raise RagdTrainError(f"{archive}: {arcname} checksum mismatch")
+            checked[arcname] = digest
+    return checked
 
 
 def test_export_tar_has_manifest_that_verifies(ws: Path, tmp_path: Path) -> None:

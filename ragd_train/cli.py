@@ -543,9 +543,11 @@ def evaluate_cmd(
     """
     import json
 
+    from ragd_train.evaluate.report import KINDS, verdict
+
     ws = _workspace(opts["workspace"])
     name = Path(model).name
-    kind = next((k for k in REPORT_KINDS if name.endswith(f"-{k}")), None)
+    kind = next((k for k in KINDS if name.endswith(f"-{k}")), None)
     workflow_target = (
         test_data is None
         and compare_to is None
@@ -568,27 +570,10 @@ def evaluate_cmd(
         )
     else:
         report = _evaluate_direct(Path(model), test_data, compare_to, snapshot, require_improvement, ws, name)
-    message, improved = _verdict(kind or "embeddings", report)
+    message, improved = verdict(report)
     click.echo(message)
     if not improved:
         sys.exit(1)
-
-
-REPORT_KINDS = ("embeddings", "reranker", "llm")
-
-
-def _verdict(kind: str, report: dict[str, Any]) -> tuple[str, bool]:
-    if kind == "reranker":
-        from ragd_train.evaluate.reranker import reranker_message
-
-        return reranker_message(report), report["verdict"] == "improves"
-    if kind == "llm":
-        from ragd_train.evaluate.llm import llm_message
-
-        return llm_message(report), report["improved"]
-    from ragd_train.evaluate.embeddings import gate_message
-
-    return gate_message(report), report["gate"]["verdict"] == "promoted"
 
 
 def _evaluate_direct(

@@ -1,7 +1,7 @@
 """Rule script: A/B report of a fine-tuned embedding model against its base."""
 
 from ragd_train.chat.connect import connect_judge
-from ragd_train.evaluate.embeddings import evaluate_models, gate_message, write_report
+from ragd_train.evaluate.embeddings import evaluate_models, write_report
 from ragd_train.progress import rule_log
 
 with rule_log(snakemake):
@@ -26,4 +26,4 @@ with rule_log(snakemake):
         ragas_llm_minutes=evaluation["ragas_llm_minutes"],
     )
     write_report(report, snakemake.output.json, snakemake.output.md, snakemake.output.png)
-    print(gate_message(report))
+    print(report["summary"])

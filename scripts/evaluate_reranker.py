@@ -3,7 +3,7 @@
 from functools import cache
 
 from ragd_train.encoding import CachedEncoder
-from ragd_train.evaluate.reranker import evaluate_rerankers, reranker_message, write_reranker_report
+from ragd_train.evaluate.reranker import evaluate_rerankers, write_reranker_report
 from ragd_train.progress import rule_log
 
 
@@ -37,4 +37,4 @@ with rule_log(snakemake):
         strict_questions=snakemake.params.strict_questions,
     )
     write_reranker_report(report, snakemake.output.json, snakemake.output.md)
-    print(reranker_message(report))
+    print(report["summary"])

@@ -577,7 +577,14 @@ def test_evaluate_maps_rerankers_and_adapters_onto_their_reports(
 ) -> None:
     numbers = {"base": 0.5, "finetuned": 0.4, "delta": -0.1, "ci_low": -0.2, "ci_high": 0.0, "p_value": 0.04}
     f1 = {"base": 0.5, "adapter": 0.4, "delta": -0.1, "ci95": [-0.2, 0.0], "p_value": 0.04}
-    body = {**report, "headline": {**numbers, "retriever": "finetuned"}, "metrics": {"f1": f1}}
+    from ragd_train.evaluate.llm import llm_message
+    from ragd_train.evaluate.report import conclude
+    from ragd_train.evaluate.reranker import reranker_message
+
+    headline = {"metric": "ndcg@10", **numbers, "retriever": "finetuned"}
+    body = {**report, "headline": headline, "metrics": {"f1": f1}}
+    kind = name.rsplit("-", 1)[1]
+    body = conclude(body, kind, improved, (reranker_message if kind == "reranker" else llm_message)(body))
     built: list[str] = []
 
     def fake_run(names: list[str], ws: Path, **kwargs: Any) -> None:

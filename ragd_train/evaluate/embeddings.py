@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from ragd_train.errors import RagdTrainError
+from ragd_train.evaluate.report import conclude, write
 from ragd_train.generate.snapshot import load_snapshot
-from ragd_train.jsonl_io import atomic_open, read_records, write_json
+from ragd_train.jsonl_io import atomic_open, read_records
 from ragd_train.stats import paired_bootstrap, sign_flip_test
 
 log = logging.getLogger("ragd_train")
@@ -484,7 +485,7 @@ def evaluate_models(
         "timings_s": {f"encode_{side}": round(sides[side]["encode_s"], 2) for side in sides}
         | {"total": round(time.monotonic() - start, 2)},
     }
-    return report
+    return conclude(report, "embeddings", verdict == "promoted", gate_message(report))
 
 
 SET_NAMES = {"questions": "natural questions", "synthetic": "held-out synthetic queries"}
@@ -643,6 +644,4 @@ def write_report(
     report: dict[str, Any], json_path: str | Path, md_path: str | Path, png_path: str | Path
 ) -> None:
     plot_report(report, png_path)
-    with atomic_open(md_path) as handle:
-        handle.write(markdown_report(report, Path(png_path).name))
-    write_json(json_path, report)
+    write(report, json_path, md_path, markdown_report(report, Path(png_path).name))

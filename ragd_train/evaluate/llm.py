@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.jsonl_io import atomic_open, read_jsonl, write_json
+from ragd_train.evaluate.report import conclude, write
+from ragd_train.jsonl_io import read_jsonl
 from ragd_train.llm.raft import ANSWER_PREFIX, CITATION, NO_INFORMATION, QUOTE, from_display, verify_answer
 from ragd_train.stats import paired_bootstrap, sign_flip_test
 
@@ -289,7 +290,7 @@ def evaluate_adapter(
         else:
             metrics["llm_judge"] = {"skipped": "the judge's verdicts could not be read"}
     delta = metrics[HEADLINE]["delta"]
-    return {
+    report = {
         "kind": "llm",
         "test_data": str(test_path),
         "examples": len(examples),
@@ -310,6 +311,7 @@ def evaluate_adapter(
         "wall_time_s": round(time.monotonic() - start, 2),
         "answers": rows,
     }
+    return conclude(report, "llm", delta > 0, llm_message(report))
 
 
 def llm_message(report: dict[str, Any]) -> str:
@@ -357,9 +359,7 @@ def markdown_llm_report(report: dict[str, Any]) -> str:
 
 
 def write_llm_report(report: dict[str, Any], json_path: str | Path, md_path: str | Path) -> None:
-    write_json(json_path, report)
-    with atomic_open(md_path) as handle:
-        handle.write(markdown_llm_report(report))
+    write(report, json_path, md_path, markdown_llm_report(report))
 
 
 def evaluate_llm_target(
@@ -392,5 +392,5 @@ def evaluate_llm_target(
     )
     report["model"] = str(model_dir)
     write_llm_report(report, json_path, md_path)
-    log.info("%s", llm_message(report))
+    log.info("%s", report["summary"])
     return report

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.jsonl_io import atomic_open, write_json
+from ragd_train.evaluate.report import conclude, write
 from ragd_train.reranker.scoring import PairScorer, model_kind
 from ragd_train.reranker.train import DEFAULT_FALLBACK, HEADLINE, KS
 
@@ -180,7 +180,7 @@ def evaluate_rerankers(
     )
     h = head_row["metrics"][HEADLINE]
     improved = h["delta"] > 0
-    return {
+    report = {
         "reranker": str(reranker_dir),
         "reranker_base": reranker_base,
         "reranker_notes": notes,
@@ -209,6 +209,7 @@ def evaluate_rerankers(
         "verdict": "improves" if improved else "does not improve",
         "timings_s": timings | {"total": round(time.monotonic() - start, 2)},
     }
+    return conclude(report, "reranker", improved, reranker_message(report))
 
 
 NAMES = {"base": "base", "finetuned": "fine-tuned", "none": "none"}
@@ -277,6 +278,4 @@ def markdown_reranker_report(report: dict[str, Any]) -> str:
 
 
 def write_reranker_report(report: dict[str, Any], json_path: str | Path, md_path: str | Path) -> None:
-    with atomic_open(md_path) as handle:
-        handle.write(markdown_reranker_report(report))
-    write_json(json_path, report)
+    write(report, json_path, md_path, markdown_reranker_report(report))

@@ -87,6 +87,11 @@ def test_model_against_itself_is_a_tie_and_rejected(test_set: tuple[Path, Path],
     assert head["delta"] == 0 and head["base"] == head["finetuned"] > 0.5
     assert report["gate"]["verdict"] == "rejected"  # a tie is not an improvement
     assert "NOT better" in gate_message(report)
+    assert (report["kind"], report["improved"], report["summary"]) == (
+        "embeddings",
+        False,
+        gate_message(report),
+    )
     full = report["metrics"]["384"]
     assert set(full) == {"ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"}
     ragas = report["ragas"]["finetuned"]

@@ -146,6 +146,7 @@ def test_report_compares_base_and_adapter_with_cis(tmp_path: Path) -> None:
         )
         report = evaluate_adapter(path, base, adapter, judge=judge, max_examples=4, bootstrap_samples=200)
     assert report["examples"] == 4 and report["oracle_absent"] == 2 and report["improved"]
+    assert report["kind"] == "llm" and report["summary"].startswith("adapter is better than its base")
     f1 = report["metrics"]["f1"]
     assert (f1["base"], f1["adapter"], f1["delta"]) == (0.0, 1.0, 1.0) and f1["ci95"] == [1.0, 1.0]
     assert report["metrics"]["llm_judge"]["judged"] == 4  # the judge saw base (1) and adapter (5) answers

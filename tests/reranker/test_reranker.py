@@ -334,6 +334,8 @@ def test_evaluation_report_has_every_combination(tiny_model: Path, trained: Path
     )
     assert {c["test_set"] for c in both["combinations"]} == {"questions", "synthetic"}
     assert both["headline"]["test_set"] == "questions" and "natural questions" in reranker_message(both)
+    assert both["kind"] == "reranker" and both["summary"] == reranker_message(both)
+    assert both["improved"] == (both["verdict"] == "improves")
     synthetic = [c for c in both["combinations"] if c["test_set"] == "synthetic"]
     assert [c["metrics"] for c in synthetic] == [c["metrics"] for c in report["combinations"]]
 

@@ -1,5 +1,5 @@
 """The LLM judge with a real model: time per verdict and score agreement, with and without the
-``maxLength`` cap on the verdict's ``reason`` in ``JUDGE_SCHEMA``.
+``maxLength`` cap on the verdict's ``reason`` in ``VERDICT_SCHEMA``.
 
 The judge (``ragd_train.generate.llm.LLMJudge``, through the real ``ollama`` client) rates the
 demo's hand-written questions against the start of a document that answers them and of one that
@@ -55,7 +55,7 @@ def main() -> None:
     from ragd_train.chat.ollama import OllamaLLM
     from ragd_train.generate import llm as judge_module
 
-    capped = judge_module.JUDGE_SCHEMA
+    capped = judge_module.VERDICT_SCHEMA
     uncapped = copy.deepcopy(capped)
     uncapped["properties"]["reason"].pop("maxLength", None)
     work = pairs(args.pairs, args.seed)
@@ -65,14 +65,14 @@ def main() -> None:
         for i, (query, text, _) in enumerate(work):
             order = ("uncapped", "capped") if i % 2 == 0 else ("capped", "uncapped")
             for name in order:
-                judge_module.JUDGE_SCHEMA = capped if name == "capped" else uncapped
+                judge_module.VERDICT_SCHEMA = capped if name == "capped" else uncapped
                 cache = GenerationCache(Path(tmp) / name / str(i), "judge")  # fresh: each verdict is made
                 judge = judge_module.LLMJudge(client, cache, min_score=3, seed=args.seed)
                 t = time.perf_counter()
                 verdict = judge.judge(query, text)
                 results[name]["s"].append(time.perf_counter() - t)
                 results[name]["scores"].append(verdict["score"])
-        judge_module.JUDGE_SCHEMA = capped
+        judge_module.VERDICT_SCHEMA = capped
     relevant = [rel for _, _, rel in work]
     print(f"{len(work)} (question, passage) pairs from the demo, {QWEN_NAME} on 2 CPU threads")
     print(f"{'reason':<10}{'s/verdict':>10}{'kept relevant':>15}{'kept other':>12}")

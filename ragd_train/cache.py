@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragd_train.jsonl_io import atomic_open
+
+log = logging.getLogger("ragd_train")
 
 
 def cache_key(**parts: Any) -> str:
@@ -58,6 +61,30 @@ class GenerationCache:
     def put(self, key: str, value: Any, ref: str | None = None) -> None:
         with atomic_open(self._path(key)) as handle:
             json.dump({"ref": ref, "value": value}, handle, ensure_ascii=False)
+
+    def fetch(
+        self,
+        key: str,
+        produce: Callable[[], Any | None],
+        *,
+        valid: Callable[[Any], bool] = lambda value: value is not None,
+        ref: str | None = None,
+    ) -> Any | None:
+        """The entry under ``key`` when ``valid`` accepts it, else ``produce()``, stored unless None.
+
+        The one policy of a cached LLM call: a damaged entry (a string where a list of queries
+        belongs, say) is asked for again and never used; an answer that could not be used is not
+        stored, so the next run asks again.
+        """
+        cached = self.get(key)
+        if cached is not None:
+            if valid(cached):
+                return cached
+            log.warning("cache entry %s/%s is damaged; asking the LLM again", self.root.name, key)
+        value = produce()
+        if value is not None:
+            self.put(key, value, ref=ref)
+        return value
 
     def refs(self) -> set[str]:
         """The content hashes that the entries name."""

@@ -13,7 +13,6 @@ Exceptions the `ollama` 0.6 client raises (checked in its ``_client.py``):
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ import pydantic
 
 from ragd_train.errors import RagdTrainError
 
-__all__ = ["LLMError", "OllamaLLM", "extract_json"]
+__all__ = ["LLMError", "OllamaLLM"]
 
 PROBE_TIMEOUT = 3.0
 # 408 (request timeout) and 429 (too many requests) are transient; every other 4xx fails at once.
@@ -219,116 +218,3 @@ class OllamaLLM:
             return response.response
 
         return self._call("generate", once)
-
-
-# -- JSON extraction -----------------------------------------------------------
-
-_FENCE = re.compile(r"```[ \t]*(?:json5?|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
-_CLOSE = {"{": "}", "[": "]"}
-
-
-def _strip_trailing_commas(text: str) -> str:
-    """Drop commas that directly precede '}' or ']' (outside strings)."""
-    out: list[str] = []
-    in_str = escaped = False
-    for i, ch in enumerate(text):
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch == ",":
-            j = i + 1
-            while j < len(text) and text[j].isspace():
-                j += 1
-            if j < len(text) and text[j] in "}]":
-                continue
-        out.append(ch)
-    return "".join(out)
-
-
-def _loads(text: str) -> tuple[bool, Any]:
-    for candidate in (text, _strip_trailing_commas(text)):
-        try:
-            return True, json.loads(candidate)
-        except ValueError:
-            continue
-    return False, None
-
-
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index just past the bracket matching ``text[start]``, or None if unbalanced."""
-    stack: list[str] = []
-    in_str = escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in _CLOSE:
-            stack.append(_CLOSE[ch])
-        elif ch in "}]":
-            if not stack or stack.pop() != ch:
-                return None
-            if not stack:
-                return i + 1
-    return None
-
-
-def _embedded(text: str) -> list[Any]:
-    """Top-level balanced {...} / [...] spans of prose that parse, in order."""
-    found: list[Any] = []
-    i = 0
-    while i < len(text):
-        if text[i] in _CLOSE:
-            end = _balanced_end(text, i)
-            if end is not None:
-                ok, value = _loads(text[i:end])
-                if ok:
-                    found.append(value)
-                    i = end
-                    continue
-        i += 1
-    return found
-
-
-def _is_citation(value: Any) -> bool:
-    """A list of numbers only, like the '[1]' or '[2, 3]' citations in prose."""
-    return isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    )
-
-
-def extract_json(text: str) -> Any:
-    """Parse JSON out of LLM output: plain JSON, a ```json fence, or the first
-    balanced {...} / [...] embedded in prose (number-only lists such as '[1]' are
-    taken only when nothing else parses). Trailing commas are tolerated.
-
-    Raises ValueError when nothing parses.
-    """
-    stripped = text.strip()
-    ok, value = _loads(stripped)
-    if ok:
-        return value
-    for block in _FENCE.findall(text):
-        ok, value = _loads(block.strip())
-        if ok:
-            return value
-    found = _embedded(text)
-    for value in found:
-        if not _is_citation(value):
-            return value
-    if found:
-        return found[0]
-    preview = " ".join(stripped.split())[:80]
-    raise ValueError(f"no JSON found in LLM output: {preview!r}")

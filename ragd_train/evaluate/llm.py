@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ragd_train.chat.verdict import VERDICT_SCHEMA, is_verdict, parse_verdict
 from ragd_train.errors import RagdTrainError
 from ragd_train.evaluate.report import conclude, write
 from ragd_train.jsonl_io import read_jsonl
@@ -181,14 +182,11 @@ class AnswerJudge:
     """Grades answers 1-5 against the reference with an LLM; verdicts are cached by content."""
 
     def __init__(self, llm: Any, cache: Any, *, seed: int) -> None:
-        from ragd_train.chat.ollama import extract_json
-
         self.llm = llm
         self.cache = cache
         self.params = {"temperature": 0.0, "seed": seed}
         self.digest = llm.model_digest()
         self.name = f"llm:{llm.model}"
-        self._extract = extract_json
 
     def score(self, question: str, reference: str, answer: str) -> float | None:
         """The score in 1-5, or None when the LLM's verdict cannot be read."""
@@ -203,19 +201,20 @@ class AnswerJudge:
             model=self.digest,
             **self.params,
         )
-        cached = self.cache.get(key)
-        if cached is not None:
-            return float(cached["score"])
         prompt = JUDGE_PROMPT.format(question=question, reference=reference, answer=answer or "(no answer)")
-        reply = self.llm.chat([{"role": "user", "content": prompt}], json_format=True, options=self.params)
-        try:
-            score = int(self._extract(reply)["score"])
-            if not 1 <= score <= 5:
-                raise ValueError(score)
-        except (ValueError, KeyError, TypeError):
-            return None
-        self.cache.put(key, {"score": score}, ref=hashlib.sha256(question.encode()).hexdigest())
-        return float(score)
+
+        def ask() -> dict[str, Any] | None:
+            reply = self.llm.chat(
+                [{"role": "user", "content": prompt}], json_format=VERDICT_SCHEMA, options=self.params
+            )
+            try:
+                return {"score": parse_verdict(reply)["score"]}
+            except ValueError:
+                return None
+
+        ref = hashlib.sha256(question.encode()).hexdigest()
+        verdict = self.cache.fetch(key, ask, valid=is_verdict, ref=ref)
+        return float(verdict["score"]) if verdict is not None else None
 
 
 # ---------------------------------------------------------------- the report

@@ -49,12 +49,13 @@ def make_ragas_llm(llm: Any, cache: GenerationCache, seed: int) -> Any:
         def _one(self, text: str, temperature: float, seed: int) -> str:
             options = {"temperature": float(temperature), "seed": seed}
             key = cache_key(kind="ragas", prompt=text, model=self.digest, **options)
-            hit = self.store.get(key)
-            if isinstance(hit, str):
-                return hit
-            reply = self.client.chat([{"role": "user", "content": text}], json_format=True, options=options)
-            self.store.put(key, reply)
-            return reply
+            return self.store.fetch(
+                key,
+                lambda: self.client.chat(
+                    [{"role": "user", "content": text}], json_format=True, options=options
+                ),
+                valid=lambda hit: isinstance(hit, str),
+            )
 
         def generate_text(
             self, prompt: Any, n: int = 1, temperature: float = 0.01, stop: Any = None, callbacks: Any = None
@@ -124,12 +125,9 @@ def rag_answer(llm: Any, cache: GenerationCache, query: str, chunks: list[dict[s
         model=llm.model_digest(),
         **options,
     )
-    hit = cache.get(key)
-    if isinstance(hit, str):
-        return hit
-    answer = llm.chat(messages, options=options).strip()
-    cache.put(key, answer)
-    return answer
+    return cache.fetch(
+        key, lambda: llm.chat(messages, options=options).strip(), valid=lambda hit: isinstance(hit, str)
+    )
 
 
 def ragas_llm_metrics(

@@ -348,9 +348,18 @@ class LLMAnswerWriter:
             model=self.digest,
             **self.params,
         )
-        cached = self.cache.get(key)
-        if isinstance(cached, str) and verify_answer(cached, context, n_sources) is None:
-            return cached, None
+        reason: str | None = None
+
+        def ask() -> str | None:
+            nonlocal reason
+            for attempt in range(2):  # the retry changes the seed, else the model repeats itself
+                options = {**self.params, "seed": self.params["seed"] + attempt}
+                answer = self.llm.chat([{"role": "user", "content": prompt}], options=options).strip()
+                reason = verify_answer(answer, context, n_sources)
+                if reason is None:
+                    return answer
+            return None
+
         prompt = RAFT_PROMPT.format(
             context=context,
             question=question,
@@ -359,15 +368,14 @@ class LLMAnswerWriter:
             end=END_QUOTE,
             answer=ANSWER_PREFIX,
         )
-        reason: str | None = None
-        for attempt in range(2):  # the retry changes the seed, else the model repeats itself
-            options = {**self.params, "seed": self.params["seed"] + attempt}
-            answer = self.llm.chat([{"role": "user", "content": prompt}], options=options).strip()
-            reason = verify_answer(answer, context, n_sources)
-            if reason is None:
-                self.cache.put(key, answer)
-                return answer, None
-        return None, reason
+        answer = self.cache.fetch(
+            key,
+            ask,
+            valid=lambda cached: (
+                isinstance(cached, str) and verify_answer(cached, context, n_sources) is None
+            ),
+        )
+        return (answer, None) if answer is not None else (None, reason)
 
 
 def make_answer_writer(

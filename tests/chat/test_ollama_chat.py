@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import ollama
 import pytest
 
-from ragd_train.chat.ollama import PROBE_TIMEOUT, LLMError, OllamaLLM, extract_json
+from ragd_train.chat.ollama import PROBE_TIMEOUT, LLMError, OllamaLLM
 from ragd_train.errors import RagdTrainError
 
 try:
@@ -300,39 +300,3 @@ def test_injected_400_after_a_500_stops_retrying(srv: OllamaTestServer) -> None:
 def test_negative_retries_rejected() -> None:
     with pytest.raises(ValueError):
         OllamaLLM(retries=-1)
-
-
-# -- extract_json --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ('{"a": 1}', {"a": 1}),
-        ("  [1, 2, 3]\n", [1, 2, 3]),
-        ('"just a string"', "just a string"),
-        ('```json\n{"q": ["x", "y"]}\n```', {"q": ["x", "y"]}),
-        ('Here you go:\n```\n[{"a": 1}]\n```\nThanks!', [{"a": 1}]),
-        ('```JSON\n{"a": 1,}\n```', {"a": 1}),
-        (
-            'Sure! The answer is {"query": "what is {x}?", "ok": true}. Hope it helps.',
-            {"query": "what is {x}?", "ok": True},
-        ),
-        ('Queries: ["a", "b",] done', ["a", "b"]),
-        ('{"a": [1, 2,], "b": {"c": 3,},}', {"a": [1, 2], "b": {"c": 3}}),
-        ('{"s": "keep, } this,]"}', {"s": "keep, } this,]"}),
-        ('As noted in [1] and [2, 3], the result is {"score": 0.9}', {"score": 0.9}),
-        ("See [1].", [1]),
-        ('broken {"a": } then {"b": 2}', {"b": 2}),
-        ('first {"a": 1} second {"b": 2}', {"a": 1}),
-        ('```python\nx = 1\n```\nanswer: {"a": "\\"quoted\\" }"}', {"a": '"quoted" }'}),
-    ],
-)
-def test_extract_json(text: str, expected: object) -> None:
-    assert extract_json(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "no json here", "{not: json}", "[unclosed", "```json\n{```"])
-def test_extract_json_raises(text: str) -> None:
-    with pytest.raises(ValueError, match="no JSON found"):
-        extract_json(text)

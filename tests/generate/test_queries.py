@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from helpers import MODEL, judged, passage_of, questions_for, responder
 
+from ragd_train.chat.verdict import VERDICT_SCHEMA
 from ragd_train.config import deep_merge, load_config
 from ragd_train.errors import InputError, RagdTrainError
-from ragd_train.generate.llm import JUDGE_SCHEMA
 from ragd_train.generate.queries import build_training_data, generate_queries, split_by_document
 from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 from ragd_train.jsonl_io import read_jsonl
@@ -331,7 +331,7 @@ def test_ollama_queries_and_judge_filter(
     bodies = srv.bodies("/api/chat")
     assert all(b["model"] == MODEL for b in bodies)
     assert all(b["format"] == "json" for b in bodies[:n]), "queries in JSON mode"
-    assert all(b["format"] == JUDGE_SCHEMA for b in bodies[n:]), "verdicts by Ollama's structured outputs"
+    assert all(b["format"] == VERDICT_SCHEMA for b in bodies[n:]), "verdicts by Ollama's structured outputs"
     assert {b["options"]["temperature"] for b in bodies[:n]} == {0.7}
     assert {b["options"]["temperature"] for b in bodies[n:]} == {0.0}
     assert {b["options"]["seed"] for b in bodies} == {42}
@@ -571,7 +571,7 @@ def test_a_passage_cannot_close_the_judge_prompts_data(tmp_path: Path, srv: Olla
     ],
 )
 def test_judge_verdicts_are_parsed_strictly(answer: str, score: int | None) -> None:
-    from ragd_train.generate.llm import parse_verdict
+    from ragd_train.chat.verdict import parse_verdict
 
     if score is None:
         with pytest.raises(ValueError):

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import jsonlines
+
 from ragd_train.errors import InputError
 
 
@@ -60,21 +62,7 @@ def read_jsonl(
         raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=lineno
-            ) from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=lineno
-            ) from None
+    for lineno, obj in _numbered(raw.split(b"\n"), path):
         if not isinstance(obj, dict):
             raise InputError("expected a JSON object", path=path, line=lineno)
         for field in required:
@@ -83,6 +71,34 @@ def read_jsonl(
         _check_strings(obj, strings, path, line=lineno)
         records.append(obj)
     return records
+
+
+def _numbered(lines: list[bytes], path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line, parsed by ``jsonlines``; a line that is not
+    UTF-8 or not JSON is one error naming the file and line."""
+    current = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal current
+        for current, line in enumerate(lines, start=1):  # noqa: B007 - read by the loop below
+            yield line
+
+    with jsonlines.Reader(counted(), loads=json.loads) as reader:
+        while True:
+            try:
+                value = reader.read(skip_empty=True, allow_none=True)
+            except EOFError:
+                return
+            except jsonlines.InvalidLineError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, UnicodeDecodeError):
+                    reason = f"not valid UTF-8 ({cause.reason} at byte {cause.start})"
+                elif isinstance(cause, json.JSONDecodeError):
+                    reason = f"malformed JSON ({cause.msg}, column {cause.colno})"
+                else:
+                    reason = f"malformed JSON ({exc})"
+                raise InputError(reason, path=path, line=exc.lineno) from None
+            yield current, value
 
 
 def record_lines(path: str | Path) -> Sequence[int]:
@@ -143,8 +159,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
             json.dump(records, handle, ensure_ascii=False, indent=1)
             handle.write("\n")
         else:
-            for record in records:
-                handle.write(dumps(record) + "\n")
+            jsonlines.Writer(handle, dumps=dumps).write_all(records)
     return len(records)
 
 

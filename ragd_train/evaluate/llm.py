@@ -118,7 +118,7 @@ def _peft_generators(
 ) -> tuple[Generate, Generate]:
     import torch
 
-    from ragd_train.llm.peft_backend import load_adapter, load_base
+    from ragd_train.llm.torch_lora import load_adapter, load_base
 
     model, tokenizer = load_base(weights)
     model = load_adapter(model, adapter_dir)
@@ -159,7 +159,7 @@ def _mlx_generators(weights: Path | str, adapter_dir: Path, max_new_tokens: int)
 
 def load_generators(model_dir: str | Path, max_new_tokens: int) -> tuple[Generate, Generate, dict[str, Any]]:
     """Greedy answer functions for the base and for base + adapter, with the backend that trained it."""
-    from ragd_train.llm.lora import resolve_weights
+    from ragd_train.llm.base_models import resolve_weights
 
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "training_metadata.json").read_text())

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.llm.lora import ADAPTER_CONFIG, ADAPTER_FILE, modelfile_text, resolve_weights
+from ragd_train.llm.base_models import resolve_weights
+from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE
+from ragd_train.llm.modelfile import modelfile_text
 from ragd_train.staging import staged_output
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -95,7 +97,7 @@ def export_ollama(model_dir: str | Path, dest: str | Path) -> Path:
 
 def fuse(model_dir: str | Path, dest: str | Path) -> Path:
     """Merge the adapter into its base; save a plain Hugging Face model (safetensors) at ``dest``."""
-    from ragd_train.llm.peft_backend import load_adapter, load_base
+    from ragd_train.llm.torch_lora import load_adapter, load_base
     from ragd_train.metadata import base_metadata
 
     model_dir, dest = Path(model_dir), Path(dest)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.llm.lora import ADAPTER_CONFIG, ADAPTER_FILE, LoraTrainingConfig, resolve_weights
+from ragd_train.llm.base_models import resolve_weights
+from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE, LoraTrainingConfig
 
 log = logging.getLogger("ragd_train")
 
@@ -73,7 +74,7 @@ def as_mlx_dir(weights: Path | str, cache_root: str | Path = "cache") -> Path:
     target = Path(cache_root) / "models" / f"{path.stem}-{digest}"
     if (target / "config.json").exists():
         return target
-    from ragd_train.llm.peft_backend import load_base
+    from ragd_train.llm.torch_lora import load_base
 
     log.info("converting %s into safetensors for MLX (once): %s", path.name, target)
     model, tokenizer = load_base(path)

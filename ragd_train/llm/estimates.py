@@ -1,0 +1,83 @@
+"""What CPU training would cost, estimated before it starts, so that a hopeless run stops with guidance."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from ragd_train.errors import RagdTrainError
+from ragd_train.llm.lora_config import LoraTrainingConfig
+
+log = logging.getLogger("ragd_train")
+
+
+def approx_tokens(records: list[dict[str, Any]], max_length: int) -> float:
+    """Tokens per example, estimated from characters (about 3.5 per token), capped at max_length."""
+    if not records:
+        return 0.0
+    sizes = [min(max_length, sum(len(m["content"]) for m in r["messages"]) / 3.5) for r in records]
+    return sum(sizes) / len(sizes)
+
+
+CPU_GFLOPS_PER_THREAD = 25.0  # sustained fp32 training throughput of one core, roughly
+
+
+def cpu_estimate(
+    params: float, examples: int, tokens: float, epochs: int, threads: int, batch_size: int = 4
+) -> dict[str, float]:
+    """Memory (GB) and time (hours) of a LoRA run on CPU in fp32, with gradient checkpointing.
+
+    Memory: the fp32 weights plus a third (LoRA state, optimiser, buffers), 2 GB for the process,
+    and activations: each layer's input kept for the backward pass (8 bytes a token per
+    layer x hidden unit) plus one layer recomputed in full (~200 bytes a token per hidden unit).
+    ``layers x hidden`` is taken as ``sqrt(28 x params / 12)`` (a 28-layer transformer).
+    Time: about 8 x params FLOPs per trained token (forward, recomputation, and backward through
+    the frozen weights) at ``CPU_GFLOPS_PER_THREAD`` per thread.
+    """
+    layers_x_hidden = math.sqrt(28 * params / 12)
+    batch_tokens = max(1, batch_size) * tokens
+    activations = batch_tokens * (8 * layers_x_hidden + 200 * layers_x_hidden / 28)
+    memory_gb = (params * 4 * 1.33 + activations) / 1e9 + 2.0
+    flops = 8 * params * tokens * examples * epochs
+    hours = flops / (CPU_GFLOPS_PER_THREAD * 1e9 * max(1, threads)) / 3600
+    return {"memory_gb": round(memory_gb, 1), "hours": round(hours, 2)}
+
+
+def available_memory_gb() -> float:
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 1e9
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return float("inf")
+
+
+def cpu_guidance(
+    cfg: LoraTrainingConfig, params: float, estimate: dict[str, float], available_gb: float
+) -> str:
+    """Why a CPU run is not started, and the routes that work."""
+    return (
+        f"training {cfg.base_model} ({params / 1e9:.2f}B parameters) with the peft backend on this CPU "
+        f"would need about {estimate['memory_gb']:.0f} GB of memory ({available_gb:.0f} GB available) and "
+        f"about {estimate['hours']:.1f} h (limit training.llm_max_cpu_hours: {cfg.max_cpu_hours:g}); "
+        "not started. "
+        "Routes that work: on an NVIDIA GPU, the unsloth backend (4-bit base, minutes per epoch): "
+        "`snakemake --profile profiles/slurm --config 'training={llm_backend: unsloth}' "
+        "-- models/<corpus>-llm` "
+        "sends rule train_lora to the cluster's GPU partition (docs/cluster.md); on Apple Silicon, "
+        "training.llm_backend: mlx; on this machine, a small base such as training.llm_base_model: "
+        "smollm2:135m, fewer training_epochs, or a higher training.llm_max_cpu_hours"
+    )
+
+
+def check_cpu_feasible(
+    cfg: LoraTrainingConfig, params: float, records: list[dict[str, Any]], threads: int
+) -> dict[str, float]:
+    """Raise with guidance when the run would not fit this machine's memory or time budget."""
+    tokens = approx_tokens(records, cfg.max_length)
+    estimate = cpu_estimate(params, len(records), tokens, cfg.epochs, threads, cfg.batch_size)
+    available = available_memory_gb()
+    if estimate["memory_gb"] > 0.9 * available or estimate["hours"] > cfg.max_cpu_hours:
+        raise RagdTrainError(cpu_guidance(cfg, params, estimate, available))
+    return estimate

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from ragd_train.generate.queries import build_training_data
+from ragd_train.generate.build import build_training_data
 from ragd_train.progress import rule_log
 
 with rule_log(snakemake):

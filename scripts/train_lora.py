@@ -1,6 +1,8 @@
 """Rule script: train the RAFT LoRA adapter of one corpus with the rule's backend."""
 
-from ragd_train.llm.lora import LoraTrainingConfig, ragd_llm_hint, train_lora
+from ragd_train.llm.lora import train_lora
+from ragd_train.llm.lora_config import LoraTrainingConfig
+from ragd_train.llm.modelfile import ragd_llm_hint
 from ragd_train.progress import rule_log
 
 with rule_log(snakemake):

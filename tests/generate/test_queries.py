@@ -15,7 +15,8 @@ from helpers import MODEL, judged, passage_of, questions_for, responder
 from ragd_train.chat.verdict import VERDICT_SCHEMA
 from ragd_train.config import deep_merge, load_config
 from ragd_train.errors import InputError, RagdTrainError
-from ragd_train.generate.queries import build_training_data, generate_queries, split_by_document
+from ragd_train.generate.build import build_training_data, split_by_document
+from ragd_train.generate.queries import generate_queries
 from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 from ragd_train.jsonl_io import read_jsonl
 

@@ -16,7 +16,8 @@ from ollama_server import OllamaTestServer
 
 from ragd_train.cli import main
 from ragd_train.config import load_config
-from ragd_train.generate.queries import build_training_data, generate_queries
+from ragd_train.generate.build import build_training_data
+from ragd_train.generate.queries import generate_queries
 from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 from ragd_train.jsonl_io import read_jsonl
 

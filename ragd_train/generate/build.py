@@ -1,0 +1,267 @@
+"""Training records from the queries: hard negatives mined from the index, the quality filter, the
+split by document (the ``build_training_data`` rule)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ragd_train.cache import GenerationCache
+from ragd_train.errors import InputError, RagdTrainError
+from ragd_train.generate.queries import QUERY_FIELDS
+from ragd_train.generate.snapshot import load_snapshot
+from ragd_train.jsonl_io import read_jsonl, record_lines, write_json, write_jsonl
+from ragd_train.progress import track
+
+log = logging.getLogger("ragd_train")
+
+
+def build_training_data(
+    snapshot_path: str | Path,
+    queries_path: str | Path,
+    train_path: str | Path,
+    test_path: str | Path,
+    config: dict[str, Any],
+    *,
+    stats_path: str | Path | None = None,
+    cache_dir: str | Path = "cache",
+    generation_stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Mine hard negatives, apply the quality filter, split by document and write train/test."""
+    training, seed = config["training"], config["seed"]
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    chunks = load_snapshot(snapshot_path)
+    queries = read_jsonl(queries_path, QUERY_FIELDS)
+    index = _chunk_index(chunks, queries, snapshot_path, queries_path)
+    mined, pairs, encoder = _mine(chunks, queries, index, config, cache_dir, timings)
+
+    t = time.monotonic()
+    judge = _make_judge(config, cache_dir) if training["quality_filter"] else None
+    records: list[dict[str, Any]] = []
+    dropped: Counter[str] = Counter()
+    for q, result, pair in track(list(zip(queries, mined, pairs, strict=True)), "filtering"):
+        chunk = chunks[index[q["chunk_id"]]]
+        verdict = (
+            _verdict(judge, q, chunk, result, config["mining"]["roundtrip_top_k"])
+            if training["quality_filter"]
+            else {"method": "none", "kept": True}
+        )
+        if verdict["kept"]:
+            records.append(_record(q, chunk, result, pair, verdict, chunks))
+        else:
+            dropped[verdict["method"]] += 1
+    timings["filter_s"] = time.monotonic() - t
+    if not records:
+        raise RagdTrainError(f"the quality filter dropped all {len(queries)} queries ({dict(dropped)})")
+
+    train, test = split_by_document(records, training["test_ratio"], seed)
+    write_jsonl(train_path, train)
+    write_jsonl(test_path, test)
+    timings["total_s"] = time.monotonic() - t0
+    short = Counter(len(r["negatives"]) < training["hard_negatives_per_query"] for r in records)[True]
+    log.info(
+        "kept %d of %d queries (dropped %s); train %d, test %d; %d records have fewer than %d negatives",
+        len(records),
+        len(queries),
+        dict(dropped) or "none",
+        len(train),
+        len(test),
+        short,
+        training["hard_negatives_per_query"],
+    )
+    stats = {
+        "generation": generation_stats or {},
+        "filtering": {
+            "queries": len(queries),
+            "kept": len(records),
+            "dropped": dict(dropped),
+            "method": judge_method(judge, training),
+        },
+        "split": {
+            "train": len(train),
+            "test": len(test),
+            "train_documents": len({r["source_document"] for r in train}),
+            "test_documents": len({r["source_document"] for r in test}),
+        },
+        "mining": {
+            "records_with_fewer_negatives": short,
+            "model": config["mining"]["model"],
+            "embeddings_from_cache": encoder.cache.hits if encoder.cache else 0,
+            "embeddings_computed": encoder.cache.misses if encoder.cache else len(chunks) + len(queries),
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    if stats_path is not None:
+        write_json(stats_path, stats)
+    return stats
+
+
+def _chunk_index(
+    chunks: list[dict[str, Any]], queries: list[dict[str, Any]], snapshot_path: Any, queries_path: Any
+) -> dict[str, int]:
+    """Chunk id -> snapshot position; a query naming a chunk the snapshot lacks is refused."""
+    index = {c["chunk_id"]: i for i, c in enumerate(chunks)}
+    for lineno, q in zip(record_lines(queries_path), queries, strict=False):
+        if q["chunk_id"] not in index:
+            raise InputError(
+                f"'{q['chunk_id']}' is not in {snapshot_path}",
+                path=queries_path,
+                line=lineno,
+                field="chunk_id",
+            )
+    return index
+
+
+def _mine(
+    chunks: list[dict[str, Any]],
+    queries: list[dict[str, Any]],
+    index: dict[str, int],
+    config: dict[str, Any],
+    cache_dir: str | Path,
+    timings: dict[str, float],
+) -> tuple[list[Any], list[Any], Any]:
+    """Hard negatives per query (dense fused with BM25) and, when asked, the teacher's pairs."""
+    from ragd_train.encoding import CachedEncoder
+    from ragd_train.generate.bm25 import BM25
+    from ragd_train.generate.mining import mine
+
+    mining = config["mining"]
+    texts = [c["text"] for c in chunks]
+    documents = [c["document_id"] for c in chunks]
+    positives = [index[q["chunk_id"]] for q in queries]
+    query_texts = [q["query"] for q in queries]
+    encoder = CachedEncoder(mining["model"], cache_dir, mining["batch_size"])
+    t = time.monotonic()
+    corpus_emb = encoder.encode(texts)
+    query_emb = encoder.encode(query_texts)
+    timings["encode_s"] = time.monotonic() - t
+    t = time.monotonic()
+    bm25 = BM25(texts) if mining["bm25_weight"] > 0 else None
+    mined = mine(
+        query_emb,
+        corpus_emb,
+        query_texts,
+        bm25,
+        positives,
+        documents,
+        num_negatives=config["training"]["hard_negatives_per_query"],
+        candidates=mining["candidates"],
+        bm25_weight=mining["bm25_weight"],
+        relative_margin=mining["relative_margin"],
+        exclude_same_document=mining["exclude_same_document"],
+    )
+    pairs: list[Any] = [None] * len(queries)
+    if mining["teacher_pairs"]:
+        from ragd_train.generate.teacher import teacher_pairs
+
+        pairs = teacher_pairs(
+            query_emb,
+            corpus_emb,
+            query_texts,
+            bm25 if bm25 is not None else BM25(texts),
+            positives,
+            documents,
+            candidates=mining["candidates"],
+            bm25_share=mining["teacher_bm25_share"],
+            seed=config["seed"],
+        )
+    timings["mine_s"] = time.monotonic() - t
+    return mined, pairs, encoder
+
+
+def _record(
+    q: dict[str, Any],
+    chunk: dict[str, Any],
+    result: Any,
+    pair: Any,
+    verdict: dict[str, Any],
+    chunks: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One training record: the query, its positive, its mined negatives and the filter's verdict."""
+    record = {
+        "query": q["query"],
+        "query_id": q["query_id"],
+        "positive": q.get("positive", chunk["text"]),
+        "positive_id": chunk["chunk_id"],
+        "negatives": [
+            {"id": chunks[i]["chunk_id"], "text": chunks[i]["text"], "score": s}
+            for i, s in zip(result.negatives, result.negative_scores, strict=True)
+        ],
+        "source_document": chunk["document_id"],
+        "generator": q["generator"],
+        "filter": verdict,
+    }
+    if pair is not None:
+        record["teacher_pair"] = {
+            "first": {"id": chunks[pair.first]["chunk_id"], "text": chunks[pair.first]["text"]},
+            "second": {"id": chunks[pair.second]["chunk_id"], "text": chunks[pair.second]["text"]},
+            "margin": pair.margin,
+        }
+    return record
+
+
+def split_by_document(
+    records: list[dict[str, Any]], test_ratio: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split so that no test positive shares a document with a training record.
+
+    A document goes to test when the hash of (seed, document id) falls below ``test_ratio``, so
+    adding or deleting documents never moves the others between train and test.
+    """
+
+    def draw(doc: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{doc}".encode()).hexdigest()[:12], 16) / 16**12
+
+    docs = sorted({r["source_document"] for r in records}, key=draw)
+    test_docs = {d for d in docs if draw(d) < test_ratio} if len(docs) >= 2 else set()
+    if len(docs) >= 2 and not test_docs:
+        test_docs = {docs[0]}
+    if len(docs) >= 2 and len(test_docs) == len(docs):
+        test_docs.discard(docs[-1])
+    train = [r for r in records if r["source_document"] not in test_docs]
+    test = [r for r in records if r["source_document"] in test_docs]
+    return train, test
+
+
+def judge_method(judge: Any, training: dict[str, Any]) -> str:
+    if not training["quality_filter"]:
+        return "none"
+    return "llm_judge" if judge is not None else "roundtrip"
+
+
+def _make_judge(config: dict[str, Any], cache_dir: str | Path) -> Any | None:
+    """An LLM judge when Ollama answers (or a local model was asked for), else None (round-trip)."""
+    from ragd_train.generate.llm import LLMJudge
+
+    if config["training"]["query_generator"] == "nollm":
+        return None
+    from ragd_train.chat.connect import connect
+
+    llm, _ = connect(config)
+    if llm is None:
+        log.info("quality filter: no LLM reachable, using the round-trip consistency filter")
+        return None
+    return LLMJudge(
+        llm,
+        GenerationCache(cache_dir, "generations"),
+        min_score=config["mining"]["judge_min_score"],
+        seed=config["seed"],
+    )
+
+
+def _verdict(
+    judge: Any, query: dict[str, Any], chunk: dict[str, Any], result: Any, top_k: int
+) -> dict[str, Any]:
+    roundtrip = {"rank": result.positive_rank + 1, "score": round(result.positive_score, 4)}
+    if judge is not None:
+        try:
+            return {**judge.judge(query["query"], chunk["text"]), "retriever": roundtrip}
+        except RagdTrainError as exc:
+            log.warning("judge failed for %s: %s", query["query_id"], exc)
+            return {"method": "judge_failed", "kept": False}
+    return {"method": "roundtrip", **roundtrip, "top_k": top_k, "kept": result.positive_rank < top_k}

@@ -45,6 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,7 @@ def corpus_only_data(
         )
     teacher_s = None
     if args.objective in ("distill", "distill_kl"):
-        from ragd_train.generate.teacher import teacher_lists, teacher_pairs
+        from ragd_train.generate.teacher import teacher_pairs
 
         t = time.perf_counter()
         kept = [r["_row"] for r in records]
@@ -733,6 +734,51 @@ def main() -> int:
     (args.out / name).write_text(json.dumps(results, indent=1))
     print(f"results: {args.out / name}")
     return 0
+
+
+# Listwise teacher targets (the distill_kl objective): an experiment of this benchmark only.
+@dataclass(frozen=True)
+class TeacherList:
+    """Candidates of one query and the teacher's score of each, for listwise distillation."""
+
+    indices: tuple[int, ...]
+    scores: tuple[float, ...]
+
+
+def teacher_lists(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    queries: list[str],
+    bm25: Any,
+    sources: list[int],
+    documents: list[str],
+    *,
+    size: int = 8,
+    head: int = 4,
+    candidates: int = 50,
+    bm25_share: float = 0.3,
+    seed: int = 42,
+) -> list[TeacherList | None]:
+    """``size`` scored candidates per query (``None`` when fewer remain): the teacher's top
+    ``head`` (source excluded, as for pairs) and ``size - head`` drawn from the rest of its top
+    ``candidates``, seeded by ``seed`` and the query's text. A listwise loss (KL divergence of
+    the score distributions) learns the teacher's whole ordering of them, not one margin."""
+    if not 0 <= head <= size or size < 2:
+        raise ValueError(f"need 2 <= size and 0 <= head <= size, got size={size}, head={head}")
+    from ragd_train.generate.teacher import query_rng, ranked_candidates
+
+    out: list[TeacherList | None] = []
+    ranked = ranked_candidates(
+        query_emb, corpus_emb, queries, bm25, sources, documents, candidates, bm25_share
+    )
+    for query, (scores, cand) in zip(queries, ranked, strict=True):
+        if len(cand) < size:
+            out.append(None)
+            continue
+        rest = query_rng(seed, query).choice(cand[head:], size=size - head, replace=False)
+        picked = [int(i) for i in cand[:head]] + sorted(int(i) for i in rest)
+        out.append(TeacherList(tuple(picked), tuple(round(float(scores[i]), 6) for i in picked)))
+    return out
 
 
 if __name__ == "__main__":

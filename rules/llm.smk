@@ -4,7 +4,7 @@
 # its own rule (own conda env and resources); the ruleorder below lets the resolved backend's rule
 # build the target. A Slurm login node usually has no GPU: set the backend explicitly there
 # (`--config 'training={llm_backend: unsloth}'`). RAGD_TRAIN_PLATFORM=apple|cuda|cpu overrides detection.
-from ragd_train.llm.lora import resolve_backend
+from ragd_train.llm.backend import resolve_backend
 
 LLM_BACKEND = resolve_backend(config["training"]["llm_backend"])
 

@@ -52,14 +52,6 @@ def teacher_scores(dense: np.ndarray, lexical: np.ndarray, bm25_share: float) ->
     return dense + weight * dense.std(axis=1, keepdims=True) * zscore(lexical)
 
 
-@dataclass(frozen=True)
-class TeacherList:
-    """Candidates of one query and the teacher's score of each, for listwise distillation."""
-
-    indices: tuple[int, ...]
-    scores: tuple[float, ...]
-
-
 def ranked_candidates(
     query_emb: np.ndarray,
     corpus_emb: np.ndarray,
@@ -126,38 +118,4 @@ def teacher_pairs(
             first, second = rng.choice(cand, size=2, replace=False)
         margin = float(scores[first] - scores[second])
         out.append(TeacherPair(int(first), int(second), round(margin, 6)))
-    return out
-
-
-def teacher_lists(
-    query_emb: np.ndarray,
-    corpus_emb: np.ndarray,
-    queries: list[str],
-    bm25: BM25,
-    sources: list[int],
-    documents: list[str],
-    *,
-    size: int = 8,
-    head: int = 4,
-    candidates: int = 50,
-    bm25_share: float = 0.3,
-    seed: int = 42,
-) -> list[TeacherList | None]:
-    """``size`` scored candidates per query (``None`` when fewer remain): the teacher's top
-    ``head`` (source excluded, as for pairs) and ``size - head`` drawn from the rest of its top
-    ``candidates``, seeded by ``seed`` and the query's text. A listwise loss (KL divergence of
-    the score distributions) learns the teacher's whole ordering of them, not one margin."""
-    if not 0 <= head <= size or size < 2:
-        raise ValueError(f"need 2 <= size and 0 <= head <= size, got size={size}, head={head}")
-    out: list[TeacherList | None] = []
-    ranked = ranked_candidates(
-        query_emb, corpus_emb, queries, bm25, sources, documents, candidates, bm25_share
-    )
-    for query, (scores, cand) in zip(queries, ranked, strict=True):
-        if len(cand) < size:
-            out.append(None)
-            continue
-        rest = query_rng(seed, query).choice(cand[head:], size=size - head, replace=False)
-        picked = [int(i) for i in cand[:head]] + sorted(int(i) for i in rest)
-        out.append(TeacherList(tuple(picked), tuple(round(float(scores[i]), 6) for i in picked)))
     return out

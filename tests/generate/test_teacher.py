@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ragd_train.generate.bm25 import BM25
-from ragd_train.generate.teacher import teacher_lists, teacher_pairs, teacher_scores, zscore
+from ragd_train.generate.teacher import teacher_pairs, teacher_scores, zscore
 
 
 def test_teacher_orders_like_the_z_score_fusion() -> None:
@@ -82,30 +82,3 @@ def test_first_top_draws_the_first_candidate_from_the_head_of_the_ranking() -> N
     # without first_top, the first is not always the teacher's best
     uniform = teacher_pairs(q_emb, emb, queries, bm25, sources, documents, candidates=6)
     assert any(p is not None and p.margin < 0 for p in uniform)
-
-
-def test_lists_hold_the_teacher_head_and_drawn_rest_without_the_source() -> None:
-    texts, documents, emb = _corpus()
-    bm25 = BM25(texts)
-    queries = ["aspirin and stroke", "stroke risk"]
-    q_emb = emb[[0, 2]] * 0.9 + emb[[5, 3]] * 0.1
-    lists = teacher_lists(q_emb, emb, queries, bm25, [0, 2], documents, size=3, head=2, candidates=6, seed=3)
-    scores = teacher_scores(q_emb @ emb.T, bm25.scores(queries), 0.3)
-    for row, (item, source) in enumerate(zip(lists, [0, 2], strict=True)):
-        assert item is not None and len(set(item.indices)) == 3
-        assert all(documents[i] != documents[source] for i in item.indices)
-        ranked = [
-            int(i) for i in np.argsort(-scores[row], kind="stable") if documents[i] != documents[source]
-        ]
-        assert list(item.indices[:2]) == ranked[:2]  # the teacher's head, best first
-        assert item.indices[2] in ranked[2:]
-        np.testing.assert_allclose(item.scores, scores[row, list(item.indices)], atol=1e-5)
-    assert (
-        teacher_lists(q_emb, emb, queries, bm25, [0, 2], documents, size=3, head=2, candidates=6, seed=3)
-        == lists
-    )
-    # source "a" has two chunks, so four candidates are left for the first query: no list of five
-    short = teacher_lists(q_emb, emb, queries, bm25, [0, 2], documents, size=5, head=2, candidates=6)
-    assert short[0] is None and short[1] is not None and len(short[1].indices) == 5
-    with pytest.raises(ValueError, match="head"):
-        teacher_lists(q_emb, emb, queries, bm25, [0, 2], documents, size=3, head=4)

@@ -99,6 +99,18 @@ class GenerationCache:
         return found
 
 
+class CachedLLM:
+    """An LLM, the generation cache its answers go to, and the sampling parameters that, with the
+    model's digest, are part of every cache key: what each cached LLM user holds."""
+
+    def __init__(self, llm: Any, cache: GenerationCache, *, temperature: float, seed: int) -> None:
+        self.llm = llm
+        self.cache = cache
+        self.params = {"temperature": temperature, "seed": seed}
+        self.digest = llm.model_digest()
+        self.name = f"llm:{llm.model}"
+
+
 def model_fingerprint(model_path: str | Path, **settings: Any) -> str:
     """Identify an embedding model by its weights file (path, size, mtime) and encoding settings."""
     path = Path(model_path)

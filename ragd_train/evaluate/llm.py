@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ragd_train.cache import CachedLLM
 from ragd_train.chat.verdict import VERDICT_SCHEMA, is_verdict, parse_verdict
 from ragd_train.errors import RagdTrainError
 from ragd_train.evaluate.report import conclude, write
@@ -178,15 +179,11 @@ def load_generators(model_dir: str | Path, max_new_tokens: int) -> tuple[Generat
 # ---------------------------------------------------------------- judge
 
 
-class AnswerJudge:
+class AnswerJudge(CachedLLM):
     """Grades answers 1-5 against the reference with an LLM; verdicts are cached by content."""
 
     def __init__(self, llm: Any, cache: Any, *, seed: int) -> None:
-        self.llm = llm
-        self.cache = cache
-        self.params = {"temperature": 0.0, "seed": seed}
-        self.digest = llm.model_digest()
-        self.name = f"llm:{llm.model}"
+        super().__init__(llm, cache, temperature=0.0, seed=seed)
 
     def score(self, question: str, reference: str, answer: str) -> float | None:
         """The score in 1-5, or None when the LLM's verdict cannot be read."""

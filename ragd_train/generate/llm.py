@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any, Protocol
 
-from ragd_train.cache import GenerationCache, cache_key
+from ragd_train.cache import CachedLLM, GenerationCache, cache_key
 from ragd_train.chat.verdict import VERDICT_SCHEMA, is_verdict, parse_verdict
 from ragd_train.generate.nollm import GeneratedQuery
 
@@ -74,15 +74,11 @@ def _clean_queries(value: Any, n: int) -> list[str]:
     return queries[:n]
 
 
-class LLMQueryGenerator:
+class LLMQueryGenerator(CachedLLM):
     """Queries written by an LLM, one call per chunk, served from the cache when possible."""
 
     def __init__(self, llm: ChatBackend, cache: GenerationCache, *, temperature: float, seed: int) -> None:
-        self.llm = llm
-        self.cache = cache
-        self.params = {"temperature": temperature, "seed": seed}
-        self.digest = llm.model_digest()
-        self.name = f"llm:{llm.model}"
+        super().__init__(llm, cache, temperature=temperature, seed=seed)
         self.failures = 0
 
     def generate(self, chunk: dict[str, Any], n: int) -> list[GeneratedQuery]:
@@ -122,15 +118,12 @@ def _is_query_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(q, str) for q in value)
 
 
-class LLMJudge:
+class LLMJudge(CachedLLM):
     """Scores (query, passage) pairs 1-5 with an LLM; verdicts are cached by content."""
 
     def __init__(self, llm: ChatBackend, cache: GenerationCache, *, min_score: int, seed: int) -> None:
-        self.llm = llm
-        self.cache = cache
+        super().__init__(llm, cache, temperature=0.0, seed=seed)
         self.min_score = min_score
-        self.params = {"temperature": 0.0, "seed": seed}
-        self.digest = llm.model_digest()
 
     def judge(self, query: str, text: str) -> dict[str, Any]:  # noqa: D102
         """Return ``{"method": "llm_judge", "score", "reason", "kept"}``."""

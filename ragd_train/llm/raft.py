@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragd_train.cache import GenerationCache, cache_key
+from ragd_train.cache import CachedLLM, GenerationCache, cache_key
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import read_jsonl, write_json, write_jsonl
 from ragd_train.progress import track
@@ -325,15 +325,8 @@ def no_oracle_answer(sources: list[Source], numbers: dict[str, int]) -> str:
     )
 
 
-class LLMAnswerWriter:
+class LLMAnswerWriter(CachedLLM):
     """Chain-of-thought answers from an LLM, cached by content; failing answers are retried once."""
-
-    def __init__(self, llm: Any, cache: GenerationCache, *, temperature: float, seed: int) -> None:
-        self.llm = llm
-        self.cache = cache
-        self.params = {"temperature": temperature, "seed": seed}
-        self.digest = llm.model_digest()
-        self.name = f"llm:{llm.model}"
 
     def write(
         self, context: str, question: str, oracle: int, n_sources: int

@@ -63,6 +63,12 @@ def _headline(reports_dir: Path, name: str) -> tuple[dict[str, Any] | None, str 
     return head, problem
 
 
+def _text(source: Any, key: str, default: str | None = None) -> str | None:
+    """``source[key]`` as text (None stays None); ``default`` when ``source`` is not an object."""
+    value = source.get(key, default) if isinstance(source, dict) else default
+    return value if value is None or isinstance(value, str) else str(value)
+
+
 def list_models(workspace: Path) -> list[dict[str, Any]]:
     """One row per model directory: name, kind, base, created, size, training-data hash, headline metric."""
     models_dir = workspace / "models"
@@ -86,20 +92,14 @@ def list_models(workspace: Path) -> list[dict[str, Any]]:
         if not isinstance(created, str):
             created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
-        def text(key: str, default: str | None = None, source: dict[str, Any] = meta) -> str | None:
-            value = source.get(key, default) if isinstance(source, dict) else default
-            return value if value is None or isinstance(value, str) else str(value)
-
         rows.append(
             {
                 "name": path.name,
-                "kind": text("kind", "unknown"),
-                "base_model": text("base_model"),
+                "kind": _text(meta, "kind", "unknown"),
+                "base_model": _text(meta, "base_model"),
                 "created": created,
                 "size_bytes": _dir_size(path),
-                "training_data_sha256": text("sha256", source=data_input)
-                if isinstance(data_input, dict)
-                else None,
+                "training_data_sha256": _text(data_input, "sha256"),
                 "headline": headline,
                 "path": str(path.resolve()),
                 "problems": problems,

@@ -310,7 +310,7 @@ def embeddings(
     output: Path | None,
     **options: Any,
 ) -> None:
-    """Fine-tune the embedding model (MNRL + Matryoshka) into models/<corpus>-embeddings."""
+    """Fine-tune the embedding model into models/<corpus>-embeddings (loss: training.embedding_loss)."""
     opts, flags = _split(options)
     dims = flags["matryoshka_dims"]
     if dims and dims not in ("auto", "none"):
@@ -401,7 +401,7 @@ def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
 @click.option(
     "--base-model",
     default=None,
-    help="Base model [config: cross-encoder/ms-marco-MiniLM-L-6-v2; when not offline: all-MiniLM-L6-v2].",
+    help="Base model [config: cross-encoder/ms-marco-MiniLM-L-6-v2; if not available: all-MiniLM-L6-v2].",
 )
 @model_output_option("reranker")
 @click.option(
@@ -436,7 +436,7 @@ def reranker_cmd(
     output: Path | None,
     **options: Any,
 ) -> None:
-    """Fine-tune a reranker (cross-encoder; ColBERT optional) into models/<corpus>-reranker."""
+    """Fine-tune a reranker (cross-encoder, else ColBERT) into models/<corpus>-reranker."""
     opts, flags = _split(options)
     overrides = _flag_overrides("reranker", flags)
     _train_model(

@@ -1,6 +1,6 @@
 """Which settings each rule reads: one table, applied once to the validated config.
 
-Every rule passes its part as ``params: settings=settings("<rule>")`` (``rules/common.smk``), and its
+Every rule passes its part as ``params: settings=settings_of("<rule>")`` (``rules/common.smk``), and its
 script hands ``snakemake.params.settings`` to the package where a whole config used to go. So a rule
 reruns when, and only when, a setting it reads changes, and no rule script reads
 ``snakemake.config``. The part keeps the config's shape (``{"seed": ..., "training": {...}}``), so

@@ -138,8 +138,8 @@ def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[d
         cands = item.get("candidates") if isinstance(item, dict) else None
         if not isinstance(cands, list) or len(cands) < 2:
             raise InputError(
-                "expected {candidates: [{text, score}, ...]} with at least two (distill_kl needs "
-                "generate-data's lists)",
+                "expected {candidates: [{text, score}, ...]} with at least two (distill_kl needs a "
+                "scored candidate list in every record)",
                 path=path,
                 line=line,
                 field="teacher_list",

@@ -235,7 +235,7 @@ def judge_method(judge: Any, training: dict[str, Any]) -> str:
 
 
 def _make_judge(config: dict[str, Any], cache_dir: str | Path) -> Any | None:
-    """An LLM judge when Ollama answers (or a local model was asked for), else None (round-trip)."""
+    """The Ollama judge when Ollama answers and the queries are not no-LLM ones, else None (round-trip)."""
     from ragd_train.generate.llm import LLMJudge
 
     if config["training"]["query_generator"] == "nollm":

@@ -6,6 +6,7 @@ import hashlib
 import platform
 import resource
 import sys
+import time
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -69,8 +70,6 @@ def base_metadata(
 
 def run_stats(train_time: float, start: float, device: Any) -> dict[str, Any]:
     """The timings, peak memory and device every model's ``training_metadata.json`` records."""
-    import time
-
     return {
         "train_time_s": round(train_time, 2),
         "wall_time_s": round(time.monotonic() - start, 2),

@@ -12,6 +12,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "llama3.2:3b"  # the model the Ollama test server offers
+# The fields of a training record that build_training_data writes.
+RECORD_KEYS = {
+    "query",
+    "query_id",
+    "positive",
+    "positive_id",
+    "negatives",
+    "source_document",
+    "generator",
+    "filter",
+    "teacher_pair",
+}
 
 
 def snakemake(workspace: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

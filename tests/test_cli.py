@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import RECORD_KEYS
 
 from ragd_train import runner
 from ragd_train.cli import main
@@ -25,18 +26,6 @@ try:
     from tests.conftest import DEMO
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from conftest import DEMO
-
-RECORD_KEYS = {
-    "query",
-    "query_id",
-    "positive",
-    "positive_id",
-    "negatives",
-    "source_document",
-    "generator",
-    "filter",
-    "teacher_pair",
-}
 
 
 def ragd(*args: str | Path) -> Any:

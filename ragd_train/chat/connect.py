@@ -12,12 +12,11 @@ from typing import Any
 from ragd_train.errors import RagdTrainError
 
 
-def connect_llm(config: dict[str, Any]) -> Any | None:
-    """The Ollama client when it answers and has the model, else None."""
+def _client(config: dict[str, Any]) -> Any:
     from ragd_train.chat.ollama import OllamaLLM
 
     o = config["ollama"]
-    llm = OllamaLLM(
+    return OllamaLLM(
         o["host"],
         o["model"],
         temperature=o["temperature"],
@@ -26,24 +25,16 @@ def connect_llm(config: dict[str, Any]) -> Any | None:
         backoff=o["backoff"],
         seed=config["seed"],
     )
-    return llm if llm.available() else None
-
-
-def ollama_problem(config: dict[str, Any]) -> str:
-    """Why the configured Ollama cannot be used: the server is down, or it lacks the model."""
-    from ragd_train.chat.ollama import OllamaLLM
-
-    o = config["ollama"]
-    return OllamaLLM(o["host"], o["model"], timeout=o["timeout"]).problem() or f"Ollama at {o['host']} failed"
 
 
 def connect(config: dict[str, Any], *, required_by: str = "", instead: str = "") -> tuple[Any | None, str]:
-    """``(client, "")``, or ``(None, why not)``; with ``required_by`` (the setting that asked for
-    Ollama), no client is an error naming that setting's value ``instead`` that needs no LLM."""
-    llm = connect_llm(config)
-    if llm is not None:
+    """``(client, "")`` when Ollama answers and has the model, or ``(None, why not)`` from one probe;
+    with ``required_by`` (the setting that asked for Ollama), no client is an error naming that
+    setting's value ``instead`` that needs no LLM."""
+    llm = _client(config)
+    problem = llm.problem()
+    if problem is None:
         return llm, ""
-    problem = ollama_problem(config)
     if required_by:
         raise RagdTrainError(
             f"{problem}; start it (`ollama serve`, `ollama pull {config['ollama']['model']}`) "

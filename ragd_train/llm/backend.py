@@ -16,15 +16,8 @@ from ragd_train.errors import InputError
 
 log = logging.getLogger("ragd_train")
 
-
 BACKENDS = ("mlx", "unsloth", "peft")
-
-
-# The workflow rule that trains with each backend. The GPU rule keeps the plain name
-# `train_lora`: profiles/slurm routes that name to the GPU partition.
 PLATFORM_ENV = "RAGD_TRAIN_PLATFORM"  # apple | cuda | cpu: overrides detection (tests, login nodes)
-
-
 PLATFORMS = {"apple": "mlx", "cuda": "unsloth", "cpu": "peft"}
 
 

@@ -15,14 +15,8 @@ log = logging.getLogger("ragd_train")
 
 
 ADAPTER_FILE = "adapters.safetensors"
-
-
 ADAPTER_CONFIG = "adapter_config.json"
-
-
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
 EVAL_EXAMPLES = 16  # held-out examples scored before and after training
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MODEL, judged, passage_of, questions_for, responder
+from helpers import MODEL, RECORD_KEYS, judged, passage_of, questions_for, responder
 
 from ragd_train.chat.verdict import VERDICT_SCHEMA
 from ragd_train.config import deep_merge, load_config
@@ -24,18 +24,6 @@ try:
     from tests.ollama_server import OllamaTestServer, free_port
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from ollama_server import OllamaTestServer, free_port
-
-RECORD_KEYS = {
-    "query",
-    "query_id",
-    "positive",
-    "positive_id",
-    "negatives",
-    "source_document",
-    "generator",
-    "filter",
-    "teacher_pair",
-}
 
 
 # ---------------------------------------------------------------- helpers

@@ -10,11 +10,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragd_train.errors import RagdTrainError
+from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import created_mode
-from ragd_train.metadata import sha256_file
+from ragd_train.metadata import (
+    METADATA_FILE,
+    TrainingMetadata,
+    metadata_path,
+    read_json_object,
+    sha256_file,
+    validate_as,
+)
 
-HF_FILES_SKIP = {"training_metadata.json"}
+HF_FILES_SKIP = {METADATA_FILE}
 
 
 def model_path(models_dir: Path, name: str) -> Path:
@@ -37,36 +44,43 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def _read_object(path: Path) -> tuple[dict[str, Any], str | None]:
-    """A JSON object from ``path``, or ``({}, why not)``: a listing never fails on one bad file."""
+def _problem(exc: InputError) -> str:
+    """``exc`` as a listing's warning: ``FILE: field 'F' is not an object`` (no colon after the field)."""
+    if exc.field is None:
+        return str(exc)
+    return f"{exc.path}: field '{exc.field}' {exc.reason}"
+
+
+def _metadata(path: Path, problems: list[str]) -> TrainingMetadata | None:
+    """What can be read of ``path``: fields at fault are left out, each named in ``problems``."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        return {}, f"{path}: not UTF-8 text"
-    except json.JSONDecodeError as exc:
-        return {}, f"{path}:{exc.lineno}: not valid JSON ({exc.msg})"
-    except OSError as exc:
-        return {}, f"{path}: cannot be read ({exc.strerror})"
-    if not isinstance(data, dict):
-        return {}, f"{path}: not a JSON object"
-    return data, None
+        data = read_json_object(path)
+    except InputError as exc:
+        problems.append(str(exc))
+        return None
+    while True:  # a listing never fails on one bad field, nor on one bad file
+        try:
+            return validate_as(TrainingMetadata, data, path, partial=True)
+        except InputError as exc:
+            problems.append(_problem(exc))
+            key = (exc.field or "").split(".")[0]
+            if key not in data:
+                return None
+            del data[key]
 
 
 def _headline(reports_dir: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The report's headline as written (not validated: the table shows ``-`` for what is no number)."""
     report = reports_dir / f"{name}.json"
     if not report.exists():
         return None, None
-    data, problem = _read_object(report)
-    head = data.get("headline")
-    if problem is None and head is not None and not isinstance(head, dict):
+    try:
+        head = read_json_object(report).get("headline")
+    except InputError as exc:
+        return None, str(exc)
+    if head is not None and not isinstance(head, dict):
         return None, f"{report}: field 'headline' is not an object"
-    return head, problem
-
-
-def _text(source: Any, key: str, default: str | None = None) -> str | None:
-    """``source[key]`` as text (None stays None); ``default`` when ``source`` is not an object."""
-    value = source.get(key, default) if isinstance(source, dict) else default
-    return value if value is None or isinstance(value, str) else str(value)
+    return head, None
 
 
 def list_models(workspace: Path) -> list[dict[str, Any]]:
@@ -76,30 +90,24 @@ def list_models(workspace: Path) -> list[dict[str, Any]]:
     if not models_dir.is_dir():
         return rows
     for path in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        meta_path = path / "training_metadata.json"
+        meta_path = metadata_path(path)
         problems: list[str] = []
-        meta: dict[str, Any] = {}
-        if meta_path.exists():
-            meta, problem = _read_object(meta_path)
-            problems += [problem] if problem else []
-        inputs = meta.get("inputs")
-        data_input = inputs.get("training_data") if isinstance(inputs, dict) else None
-        if "inputs" in meta and not isinstance(inputs, dict):
-            problems.append(f"{meta_path}: field 'inputs' is not an object")
+        meta = _metadata(meta_path, problems) if meta_path.exists() else None
+        data_input = (meta.inputs or {}).get("training_data") if meta else None
         headline, problem = _headline(workspace / "reports", path.name)
         problems += [problem] if problem else []
-        created = meta.get("created")
-        if not isinstance(created, str):
+        created = meta.created if meta else None
+        if created is None:
             created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
         rows.append(
             {
                 "name": path.name,
-                "kind": _text(meta, "kind", "unknown"),
-                "base_model": _text(meta, "base_model"),
+                "kind": meta.kind if meta and "kind" in meta.model_fields_set else "unknown",
+                "base_model": meta.base_model if meta else None,
                 "created": created,
                 "size_bytes": _dir_size(path),
-                "training_data_sha256": _text(data_input, "sha256"),
+                "training_data_sha256": data_input.sha256 if data_input else None,
                 "headline": headline,
                 "path": str(path.resolve()),
                 "problems": problems,

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import platform
 import resource
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from ragd_train.errors import InputError
+
+METADATA_FILE = "training_metadata.json"
 PACKAGES = ("ragd-train", "torch", "sentence-transformers", "transformers", "datasets", "accelerate", "peft")
 
 
@@ -77,3 +85,121 @@ def run_stats(train_time: float, start: float, device: Any) -> dict[str, Any]:
         "gpu_peak_memory_mb": gpu_peak_memory_mb(),
         "device": str(device),
     }
+
+
+class InputFile(BaseModel):
+    """One input of a training run, as ``base_metadata`` records it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    sha256: str
+
+
+class TrainingMetadata(BaseModel):
+    """A model directory's ``training_metadata.json``.
+
+    The first six fields are ``base_metadata``'s, in every file; the rest are what the trainers add
+    for their kind (``None`` where a kind has none). Anything else a writer adds is kept as is.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    created: str
+    inputs: dict[str, InputFile]
+    config: dict[str, Any]
+    seed: int
+    versions: dict[str, str]
+    base_model: str | None = None
+    base_model_path: str | None = None
+    backend: str | None = None  # llm: peft, mlx or unsloth
+    output_dimension: int | None = None  # embeddings
+    matryoshka_dims: list[int] | None = None  # embeddings
+    max_seq_length: int | None = None  # embeddings
+    reranker_kind: str | None = None  # reranker
+    training_examples: int | None = None
+    train_time_s: float | None = None
+    wall_time_s: float | None = None
+    peak_memory_mb: float | None = None
+    gpu_peak_memory_mb: float | None = None
+    device: str | None = None
+    fused_from: str | None = None  # llm-fused
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a one-line :class:`InputError` naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object", path=path)
+    return data
+
+
+def _reason(error: Any) -> str:
+    """A pydantic error as the words after ``field 'F'``: ``is missing``, ``should be a valid integer``."""
+    if error["type"] == "missing":
+        return "is missing"
+    if error["type"] in ("dict_type", "model_type", "model_attributes_type"):
+        return "is not an object"
+    return str(error["msg"]).replace("Input should", "should", 1)
+
+
+@functools.cache
+def _partial(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` with each top-level field optional (``None`` when absent)."""
+    fields: dict[str, Any] = {
+        name: (field.annotation | None, None if field.is_required() else field)
+        for name, field in model.model_fields.items()
+    }
+    return create_model(f"Partial{model.__name__}", __config__=model.model_config, **fields)
+
+
+def validate_as(model: type[M], data: dict[str, Any], path: str | Path, *, partial: bool = False) -> M:
+    """``data`` (read from ``path``) as ``model``; the first fault as a one-line :class:`InputError`.
+
+    ``partial``: top-level fields ``data`` lacks read ``None`` instead of being refused (for readers
+    of one or two fields, which accept hand-written or older files); those it has are validated.
+    """
+    try:
+        if not partial:
+            return model.model_validate(data)
+        present = _partial(model).model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or None
+        raise InputError(_reason(error), path=path, field=field) from None
+    return model.model_construct(_fields_set=present.model_fields_set, **dict(present))
+
+
+def metadata_path(model_dir_or_file: str | Path) -> Path:
+    """``training_metadata.json`` of a model directory (a ``.json`` path is taken as it is)."""
+    path = Path(model_dir_or_file)
+    return path if path.suffix == ".json" else path / METADATA_FILE
+
+
+def read_metadata(
+    model_dir_or_file: str | Path, *, partial: bool = False, need: Iterable[str] = ()
+) -> TrainingMetadata:
+    """A model's ``training_metadata.json``; a one-line :class:`InputError` (file, field) otherwise.
+
+    ``partial``: see :func:`validate_as`. ``need``: fields that must be there and not ``null``.
+    """
+    path = metadata_path(model_dir_or_file)
+    meta = validate_as(TrainingMetadata, read_json_object(path), path, partial=partial)
+    for name in need:
+        if getattr(meta, name, None) is None:
+            raise InputError("is missing", path=path, field=name)
+    return meta

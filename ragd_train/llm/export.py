@@ -24,17 +24,17 @@ from ragd_train.errors import RagdTrainError
 from ragd_train.llm.base_models import resolve_weights
 from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE
 from ragd_train.llm.modelfile import modelfile_text
+from ragd_train.metadata import METADATA_FILE, TrainingMetadata, read_metadata
 from ragd_train.staging import staged_output
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
 
-def _metadata(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "training_metadata.json"
-    if not (model_dir / ADAPTER_FILE).exists() or not path.exists():
+def _metadata(model_dir: Path) -> TrainingMetadata:
+    if not (model_dir / ADAPTER_FILE).exists() or not (model_dir / METADATA_FILE).exists():
         raise RagdTrainError(f"{model_dir} is not a LoRA adapter made by ragd-train (no {ADAPTER_FILE})")
-    return json.loads(path.read_text())
+    return read_metadata(model_dir, need=("backend", "base_model"))
 
 
 def mlx_to_peft(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -70,7 +70,7 @@ def mlx_to_peft(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def write_peft_adapter(model_dir: str | Path, dest: Path, *, weights_name: str = PEFT_WEIGHTS) -> str:
     """Write ``model_dir``'s adapter into ``dest`` in PEFT's layout; return the training backend."""
     model_dir = Path(model_dir)
-    backend = _metadata(model_dir)["backend"]
+    backend = _metadata(model_dir).backend
     dest.mkdir(parents=True, exist_ok=True)
     if backend == "mlx":
         from safetensors.torch import save_file
@@ -90,8 +90,8 @@ def export_ollama(model_dir: str | Path, dest: str | Path) -> Path:
     meta = _metadata(model_dir)
     with staged_output(dest) as staging:
         backend = write_peft_adapter(model_dir, staging)
-        (staging / "Modelfile").write_text(modelfile_text(meta["base_model"], backend, dest.name))
-        shutil.copyfile(model_dir / "training_metadata.json", staging / "training_metadata.json")
+        (staging / "Modelfile").write_text(modelfile_text(meta.base_model, backend, dest.name))
+        shutil.copyfile(model_dir / METADATA_FILE, staging / METADATA_FILE)
     return dest
 
 
@@ -102,12 +102,12 @@ def fuse(model_dir: str | Path, dest: str | Path) -> Path:
 
     model_dir, dest = Path(model_dir), Path(dest)
     meta = _metadata(model_dir)
-    if meta["backend"] == "unsloth":
+    if meta.backend == "unsloth":
         raise RagdTrainError(
             f"{model_dir}: an Unsloth adapter sits on a 4-bit base; fuse it on the GPU with Unsloth's "
             "save_pretrained_merged, or export it with --format ollama"
         )
-    weights = resolve_weights(meta["base_model"], "peft")
+    weights = resolve_weights(meta.base_model, "peft")
     model, tokenizer = load_base(weights)
     with tempfile.TemporaryDirectory() as tmp:
         write_peft_adapter(model_dir, Path(tmp), weights_name=ADAPTER_FILE)
@@ -116,11 +116,9 @@ def fuse(model_dir: str | Path, dest: str | Path) -> Path:
     with staged_output(dest) as staging:
         merged.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
-        fused = base_metadata(
-            "llm-fused", {"adapter": model_dir / ADAPTER_FILE}, meta.get("config", {}), meta["seed"]
-        )
+        fused = base_metadata("llm-fused", {"adapter": model_dir / ADAPTER_FILE}, meta.config, meta.seed)
         fused.update(
-            {"base_model": meta["base_model"], "base_model_path": str(weights), "fused_from": str(model_dir)}
+            {"base_model": meta.base_model, "base_model_path": str(weights), "fused_from": str(model_dir)}
         )
-        (staging / "training_metadata.json").write_text(json.dumps(fused, indent=2) + "\n")
+        (staging / METADATA_FILE).write_text(json.dumps(fused, indent=2) + "\n")
     return dest

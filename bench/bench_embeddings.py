@@ -113,8 +113,8 @@ def local_llm_queries(args: argparse.Namespace, chunks: list[dict[str, Any]]) ->
     from ragd_train.config import load_config
     from ragd_train.generate.queries import make_generator
 
-    training = {"query_generator": "local", "local_model": args.local_model}
-    config = load_config(overrides={"seed": args.seed, "training": training})
+    generate = {"query_generator": "local", "local_model": args.local_model}
+    config = load_config(overrides={"seed": args.seed, "generate": generate})
     gen = make_generator(chunks, config, args.cache / "generation")
     gen.llm.threads = os.cpu_count()  # the workflow's 1 thread is for parallel jobs; nothing else runs here
     order = list(range(len(chunks)))
@@ -135,8 +135,8 @@ def corpus_only_data(
     args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Scenario a: no-LLM queries from the corpus, round-trip filter, optional mined negatives."""
+    from ragd_train.bm25 import BM25
     from ragd_train.encoding import encode
-    from ragd_train.generate.bm25 import BM25
     from ragd_train.generate.mining import mine
     from ragd_train.generate.nollm import NoLLMGenerator
 
@@ -254,8 +254,8 @@ def human_data(
     args: argparse.Namespace, d: dict[str, Any], model: Any, base_full: np.ndarray
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Scenario b: (train claim, relevant abstract) pairs with negatives mined by ``mine()``."""
+    from ragd_train.bm25 import BM25
     from ragd_train.encoding import encode
-    from ragd_train.generate.bm25 import BM25
     from ragd_train.generate.mining import mine
 
     pairs = relevant_pairs(d, "train", claim_ids(d, "train"))

@@ -139,7 +139,7 @@ def bench_generation(args: argparse.Namespace, config: dict[str, Any], work: Pat
     """Snapshot build, then no-LLM generation: in memory (mix and per strategy) and via the pipeline."""
     from ragd_train.generate.nollm import NoLLMGenerator
     from ragd_train.generate.queries import generate_queries
-    from ragd_train.generate.snapshot import read_source, sync_snapshot, validate_chunks
+    from ragd_train.snapshot import read_source, sync_snapshot, validate_chunks
 
     cfg: dict[str, Any] = {"source": "beir", "path": str(args.data)}
     if args.corpus_limit:
@@ -147,9 +147,9 @@ def bench_generation(args: argparse.Namespace, config: dict[str, Any], work: Pat
     chunks, read_s = timed(lambda: read_source("beir", cfg))
     _, validate_s = timed(lambda: validate_chunks(chunks, args.data))
     (snapshot, _changed), sync_s = timed(lambda: sync_snapshot("scifact", cfg, work))
-    training = config["training"]
-    strategies = list(training["nollm_strategies"])
-    n = training["queries_per_chunk"]
+    generate = config["generate"]
+    strategies = list(generate["nollm_strategies"])
+    n = generate["queries_per_chunk"]
     seed = config["seed"]
 
     def run(strats: list[str], per_chunk: int) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def run_ours(
     bm25: Any = None,
 ) -> tuple[list[list[int]], dict[str, float], list[Any]]:
     """Our miner; the BM25 index is built inside the timing unless one is passed in."""
-    from ragd_train.generate.bm25 import BM25
+    from ragd_train.bm25 import BM25
     from ragd_train.generate.mining import mine
 
     bm25_s = bm25_cpu = 0.0
@@ -371,7 +371,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--config", type=Path, action="append", default=[], help="extra config YAML to merge")
     p.add_argument(
-        "--num-negatives", type=int, default=None, help="default: training.hard_negatives_per_query"
+        "--num-negatives", type=int, default=None, help="default: generate.hard_negatives_per_query"
     )
     p.add_argument("--candidates", type=int, default=None, help="ours: mining.candidates; ST: range_max")
     p.add_argument("--relative-margin", type=float, default=0.05)
@@ -400,16 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ragd_train.config import load_config
-    from ragd_train.generate.snapshot import load_snapshot
     from ragd_train.hub import resolve_model
     from ragd_train.jsonl_io import read_jsonl
+    from ragd_train.snapshot import load_snapshot
 
     wall0 = time.perf_counter()
     load_start = load_average()
-    config = load_config(args.config, overrides={"training": {"query_generator": "nollm"}})
-    mining, training = config["mining"], config["training"]
+    config = load_config(args.config, overrides={"generate": {"query_generator": "nollm"}})
+    mining, generate = config["mining"], config["generate"]
     settings = {
-        "num_negatives": args.num_negatives or training["hard_negatives_per_query"],
+        "num_negatives": args.num_negatives or generate["hard_negatives_per_query"],
         "candidates": args.candidates or mining["candidates"],
         "relative_margin": args.relative_margin,
         "bm25_weight": mining["bm25_weight"],
@@ -422,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": MODEL,
         "settings": {
             **settings,
-            "strategies": training["nollm_strategies"],
-            "queries_per_chunk": training["queries_per_chunk"],
+            "strategies": generate["nollm_strategies"],
+            "queries_per_chunk": generate["queries_per_chunk"],
             "seed": config["seed"],
             "corpus_limit": args.corpus_limit,
             "limit_queries": args.limit_queries,
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[4/4] false-negative check on qrels ...", flush=True)
     fn: dict[str, Any] = {}
     if t_emb is not None:
-        from ragd_train.generate.bm25 import BM25
+        from ragd_train.bm25 import BM25
 
         bm25 = BM25(texts)
         for name in ("ours", "ours_dense", "st"):

@@ -94,7 +94,7 @@ def main() -> None:
             json.dumps(
                 {
                     "corpora": {"scifact": {"source": "beir", "path": str(corpus)}},
-                    "training": {"query_generator": "ollama", "queries_per_chunk": 2},
+                    "generate": {"query_generator": "ollama", "queries_per_chunk": 2},
                     "ollama": {"host": srv.url, "model": MODEL, "timeout": 30, "retries": 2, "backoff": 0},
                 }
             )

@@ -105,7 +105,7 @@ def training_records(
     d: dict[str, Any], embed: CachedEmbedder, negatives: int, limit: int | None, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(train claim, relevant abstract, mined hard negatives) as train.jsonl records."""
-    from ragd_train.generate.bm25 import BM25
+    from ragd_train.bm25 import BM25
     from ragd_train.generate.mining import mine
 
     qids = claim_ids(d, "train", limit, seed)
@@ -220,7 +220,7 @@ def main() -> int:
                 batch_size=args.batch_size,
                 learning_rate=args.learning_rate,
                 max_length=args.max_length,
-                negatives=args.negatives,
+                negatives_per_query=args.negatives,
                 seed=args.seed,
             )
             shutil.rmtree(args.model_dir, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Benchmark: the corpus-only teacher vs its parts on SciFact (NDCG@10, test and train claims).
 
-Side by side in one run: the base model (all-MiniLM-L6-v2), BM25 (``ragd_train.generate.bm25``), their
+Side by side in one run: the base model (all-MiniLM-L6-v2), BM25 (``ragd_train.bm25``), their
 reciprocal-rank fusion, and ``ragd_train.generate.teacher.teacher_scores`` (z-score fusion) at several BM25
 shares. The teacher labels the pairs that embedding training distils (``mining.teacher_pairs``), so
 it must beat both parts by a clear margin for distillation to have anything to teach. The train
@@ -50,8 +50,8 @@ def main() -> int:
     p.add_argument("--splits", default="test,train", help="qrels splits to score, one column each")
     args = p.parse_args()
 
+    from ragd_train.bm25 import BM25
     from ragd_train.encoding import encode
-    from ragd_train.generate.bm25 import BM25
     from ragd_train.generate.teacher import teacher_scores
     from ragd_train.hub import resolve_model
 

@@ -8,7 +8,7 @@ memory per stage (from the rules' ``benchmark:`` files), then base vs fine-tuned
 95% CI for every test set, dense and in ragd's hybrid search, as the report computed it. Last, our
 corpus encoding against a bare ``SentenceTransformer.encode`` of the same texts.
 
-``demo-ollama`` is the demo once more with ``training.query_generator: ollama``: queries and the
+``demo-ollama`` is the demo once more with ``generate.query_generator: ollama``: queries and the
 LLM judge come from a real instruction model (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M, on the CPU via
 ``xllamacpp``) behind the Ollama-protocol server on 127.0.0.1 (``bench/gguf_llm.py``), reached
 through the real ``ollama`` client as a user's Ollama would be.
@@ -115,8 +115,8 @@ def encoding_check(snapshot: Path, limit: int, repeats: int) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from ragd_train.encoding import CachedEncoder
-    from ragd_train.generate.snapshot import load_snapshot
     from ragd_train.hub import resolve_model
+    from ragd_train.snapshot import load_snapshot
 
     texts = [c["text"] for c in load_snapshot(snapshot)][:limit]
     name = "sentence-transformers/all-MiniLM-L6-v2"
@@ -245,7 +245,7 @@ def main() -> None:
 
             with gguf_ollama_server() as srv:
                 extra = {
-                    "training": {"query_generator": "ollama"},
+                    "generate": {"query_generator": "ollama"},
                     "ollama": {"host": srv.url, "model": QWEN_NAME},
                     # RAGAS's LLM metrics with this model on 2 CPU threads: 1 of 20 queries in
                     # 7 minutes (long prompts of 10 chunks); the IR metrics need no LLM

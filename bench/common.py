@@ -63,7 +63,7 @@ def plain_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_scifact(data: Path, work: Path) -> dict[str, Any]:
     """Snapshot of the corpus (the package's BEIR reader), queries and qrels of both splits."""
-    from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
+    from ragd_train.snapshot import load_snapshot, sync_snapshot
 
     t = time.perf_counter()
     snapshot, _ = sync_snapshot("scifact", {"source": "beir", "path": str(data)}, work)

@@ -34,12 +34,14 @@ fi
 
 mkdir -p "$WS"
 cat > "$WS/gpu_check.yaml" << EOF
-training:
-  llm_backend: unsloth
-  llm_base_model: "$BASE"
-  training_epochs: $EPOCHS
+llm:
+  backend: unsloth
+  base_model: "$BASE"
+  epochs: $EPOCHS
+generate:
   query_generator: nollm
-  raft_answers: extractive
+raft:
+  answers: extractive
 EOF
 echo "gpu_check: workspace $WS, base $BASE, $EPOCHS epoch(s), limit ${LIMIT_S}s"
 rm -rf "$WS/models/demo-llm"

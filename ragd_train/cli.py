@@ -28,19 +28,6 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def budget_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--budget-minutes and --max-steps, shared by the commands that train with a budget."""
-    func = click.option(
-        "--max-steps", type=click.IntRange(1), default=None, help="Exactly this many steps (overrides both)."
-    )(func)
-    return click.option(
-        "--budget-minutes",
-        type=click.FloatRange(0),
-        default=None,
-        help="Training-loop budget; the steps are cut to fit, 0 = none [config: 10].",
-    )(func)
-
-
 def workflow_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every workflow-backed command shares."""
     options = [
@@ -75,52 +62,77 @@ def _corpus_overrides(corpus: str, source: str | None, path: str | None) -> dict
     return {}
 
 
-# Each command's flags and the config field each one sets: the one table that maps the CLI onto
-# the workflow's settings (``ragd_train/settings.py`` says which rules read them). It also reports a
-# bad value against the flag that gave it.
-FLAGS: dict[str, dict[str, str]] = {
-    "generate-data": {
-        "queries_per_chunk": "training.queries_per_chunk",
-        "negatives": "training.hard_negatives_per_query",
-        "generator": "training.query_generator",
-    },
-    "embeddings": {
-        "base_model": "training.embedding_base_model",
-        "epochs": "training.embedding_epochs",
-        "budget_minutes": "training.embedding_budget_minutes",
-        "max_steps": "training.embedding_max_steps",
-        "batch_size": "training.embedding_batch_size",
-        "learning_rate": "training.embedding_learning_rate",
-        "matryoshka_dims": "training.matryoshka_dims",
-    },
-    "reranker": {
-        "kind": "reranker.kind",
-        "base_model": "reranker.base_model",
-        "loss": "reranker.loss",
-        "epochs": "reranker.epochs",
-        "budget_minutes": "reranker.budget_minutes",
-        "max_steps": "reranker.max_steps",
-        "batch_size": "reranker.batch_size",
-        "learning_rate": "reranker.learning_rate",
-        "max_length": "reranker.max_length",
-        "negatives": "reranker.negatives_per_query",
-        "seed": "seed",
-    },
-    "llm": {
-        "backend": "training.llm_backend",
-        "base_model": "training.llm_base_model",
-        "epochs": "training.training_epochs",
-        "rank": "training.lora_rank",
-        "alpha": "training.lora_alpha",
-        "learning_rate": "training.llm_learning_rate",
-        "distractors": "training.raft_distractors",
-        "oracle_fraction": "training.raft_oracle_fraction",
-        "answers": "training.raft_answers",
-    },
-}
-FLAG_FIELDS = {
-    field: "--" + name.replace("_", "-") for flags in FLAGS.values() for name, field in flags.items()
-}
+class DimsType(click.ParamType):
+    """Matryoshka dims on the command line: comma-separated integers, 'auto' or 'none'."""
+
+    name = "dims"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not isinstance(value, str) or value in ("auto", "none"):
+            return value
+        try:
+            return [int(d) for d in value.split(",")]
+        except ValueError:
+            self.fail("comma-separated integers, 'auto' or 'none'", param, ctx)
+
+
+def _click_type(field: Any) -> Any:
+    """The click type of a setting: its choices or its numeric range, from the declaration."""
+    import typing
+
+    import annotated_types
+
+    annotation = field.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice(list(typing.get_args(annotation)))
+    if any(typing.get_origin(a) is typing.Literal for a in args):
+        return DimsType()  # a choice or a list of numbers (matryoshka_dims)
+    base = args[0] if args else annotation
+    bounds = {type(m).__name__: m for m in field.metadata if isinstance(m, annotated_types.BaseMetadata)}
+    low = bounds.get("Ge") or bounds.get("Gt")
+    high = bounds.get("Le") or bounds.get("Lt")
+    low_value = getattr(low, "ge", getattr(low, "gt", None))
+    high_value = getattr(high, "le", getattr(high, "lt", None))
+    if base is int:
+        return click.IntRange(low_value, high_value) if (low or high) else int
+    if base is float:
+        if not (low or high):
+            return float
+        return click.FloatRange(low_value, high_value, min_open="Gt" in bounds, max_open="Lt" in bounds)
+    return str
+
+
+def setting_options(command: str) -> Callable[..., Any]:
+    """The flags of ``command`` that set a workflow setting, derived from their declarations in
+    ``ragd_train/settings.py`` (type, bounds, help, default)."""
+    from ragd_train.settings import flag_help, flags_of
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, (_dotted, field) in reversed(list(flags_of(command).items())):
+            func = click.option(
+                "--" + flag.replace("_", "-"),
+                flag,
+                type=_click_type(field),
+                default=None,
+                help=flag_help(field),
+            )(func)
+        return func
+
+    return decorate
+
+
+def flag_of(field: str) -> str | None:
+    """The ``--flag`` that sets a dotted setting, if any command has one."""
+    from ragd_train.settings import commands, flags_of
+
+    for command in commands():
+        for flag, (dotted, _field) in flags_of(command).items():
+            if dotted == field:
+                return "--" + flag.replace("_", "-")
+    return None
+
+
 WORKFLOW_OPTIONS = ("workspace", "configfiles", "cores", "jobs", "profile", "dry_run")
 
 
@@ -132,8 +144,10 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _flag_overrides(command: str, flags: dict[str, Any]) -> dict[str, Any]:
     """Config overrides from the flags the user gave (click passes None for the others)."""
+    from ragd_train.settings import flags_of
+
     out: dict[str, Any] = {}
-    for name, field in FLAGS[command].items():
+    for name, (field, _declared) in flags_of(command).items():
         if flags.get(name) is not None:
             *sections, key = field.split(".")
             target = out
@@ -154,14 +168,14 @@ def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: l
     if not default_config_path().exists():
         return  # not a workflow checkout: Snakemake reports it
     try:
-        config = load_config(opts["configfiles"], overrides or None)
+        config = load_config(opts["configfiles"], overrides or None, quiet=True)
         if any("-embeddings" in target for target in targets):
             check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:
         field = exc.field or ""
         if exc.path != "command line" and not (overrides and has_path(overrides, field.split("."))):
             raise
-        flag = FLAG_FIELDS.get(field, f"the value for {field}")
+        flag = flag_of(field) or f"the value for {field}"
         raise click.UsageError(f"{flag}: {exc.reason}") from None
 
 
@@ -252,18 +266,7 @@ def model_output_option(kind: str) -> Callable[..., Any]:
     default=None,
     help="Also copy train.jsonl here (.json writes a JSON array).",
 )
-@click.option(
-    "--queries-per-chunk", type=click.IntRange(1, 20), default=None, help="Queries per chunk [config: 2]."
-)
-@click.option(
-    "--negatives", type=click.IntRange(0, 50), default=None, help="Hard negatives per query [config: 5]."
-)
-@click.option(
-    "--generator",
-    type=click.Choice(["auto", "ollama", "local", "nollm"]),
-    default=None,
-    help="Query generator [config: auto = Ollama if reachable, else no-LLM].",
-)
+@setting_options("generate-data")
 @workflow_options
 @friendly_errors
 def generate_data(
@@ -291,15 +294,8 @@ def generate_data(
 @source_option
 @path_option
 @data_option("")
-@click.option("--base-model", default=None, help="Base sentence-transformers model [config].")
 @model_output_option("embeddings")
-@click.option(
-    "--epochs", type=click.IntRange(1), default=None, help="Passes over the data at most [config: 1]."
-)
-@budget_options
-@click.option("--batch-size", type=click.IntRange(2), default=None)
-@click.option("--learning-rate", type=float, default=None)
-@click.option("--matryoshka-dims", default=None, help="Comma-separated dims, 'auto' or 'none'.")
+@setting_options("embeddings")
 @workflow_options
 @friendly_errors
 def embeddings(
@@ -310,16 +306,8 @@ def embeddings(
     output: Path | None,
     **options: Any,
 ) -> None:
-    """Fine-tune the embedding model into models/<corpus>-embeddings (loss: training.embedding_loss)."""
+    """Fine-tune the embedding model into models/<corpus>-embeddings (loss: embeddings.loss)."""
     opts, flags = _split(options)
-    dims = flags["matryoshka_dims"]
-    if dims and dims not in ("auto", "none"):
-        try:
-            flags["matryoshka_dims"] = [int(d) for d in dims.split(",")]
-        except ValueError:
-            raise click.BadParameter(  # noqa: B904
-                "comma-separated integers, 'auto' or 'none'", param_hint="--matryoshka-dims"
-            )
     overrides = _flag_overrides("embeddings", flags)
     _train_model(
         "embeddings", (corpus, source, path), data, output, overrides, opts, _fit_embeddings, _print_ragd_hint
@@ -366,8 +354,9 @@ def _train_model(
 
 def _fit_embeddings(data: Path, out: Path, config: dict[str, Any]) -> None:
     from ragd_train.embeddings.train import EmbeddingTrainingConfig, train_embeddings
+    from ragd_train.settings import bind
 
-    train_embeddings(data, out, EmbeddingTrainingConfig.from_workflow(config))
+    train_embeddings(data, out, bind(EmbeddingTrainingConfig, config))
 
 
 def _index_folders(
@@ -398,34 +387,8 @@ def _print_ragd_hint(model_dir: Path, folders: list[str]) -> None:
 @source_option
 @path_option
 @data_option("(query, positive, negatives) ")
-@click.option(
-    "--base-model",
-    default=None,
-    help="Base model [config: cross-encoder/ms-marco-MiniLM-L-6-v2; if not available: all-MiniLM-L6-v2].",
-)
 @model_output_option("reranker")
-@click.option(
-    "--kind",
-    type=click.Choice(["auto", "cross-encoder", "colbert"]),
-    default=None,
-    help="cross-encoder (ragd loads it), colbert (late interaction) or auto: cross-encoder when the "
-    "base is a trained cross-encoder available offline, else colbert [config: auto].",
-)
-@click.option(
-    "--loss",
-    type=click.Choice(["bce", "lambda"]),
-    default=None,
-    help="Binary cross-entropy or listwise LambdaLoss [config: bce].",
-)
-@click.option("--epochs", type=click.IntRange(1), default=None)
-@budget_options
-@click.option("--batch-size", type=click.IntRange(2), default=None)
-@click.option("--learning-rate", type=float, default=None)
-@click.option("--max-length", type=click.IntRange(16), default=None, help="Tokens of query + passage.")
-@click.option(
-    "--negatives", type=click.IntRange(1, 50), default=None, help="Hard negatives per query [config: 5]."
-)
-@click.option("--seed", type=int, default=None, help="Seed [config: 42].")
+@setting_options("reranker")
 @workflow_options
 @friendly_errors
 def reranker_cmd(
@@ -446,12 +409,13 @@ def reranker_cmd(
 
 def _fit_reranker(data: Path, out: Path, config: dict[str, Any]) -> None:
     from ragd_train.reranker.train import RerankerTrainingConfig, train_reranker
+    from ragd_train.settings import bind
 
-    train_reranker(data, out, RerankerTrainingConfig.from_workflow(config))
+    train_reranker(data, out, bind(RerankerTrainingConfig, config))
 
 
 def _print_reranker_hint(model_dir: Path, _folders: list[str]) -> None:
-    from ragd_train.reranker.scoring import ragd_reranker_hint
+    from ragd_train.ragd.hints import ragd_reranker_hint
 
     click.echo(f"Model ready: {model_dir}")
     click.echo(ragd_reranker_hint(model_dir))
@@ -461,29 +425,7 @@ def _print_reranker_hint(model_dir: Path, _folders: list[str]) -> None:
 @corpus_option
 @source_option
 @path_option
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "mlx", "unsloth", "peft"]),
-    default=None,
-    help="LoRA trainer [config: auto = MLX on Apple Silicon, Unsloth with an NVIDIA GPU, else PEFT on CPU].",
-)
-@click.option(
-    "--base-model",
-    default=None,
-    help="Base chat model: an Ollama name (llama3.2:3b, smollm2:135m), a local dir or .gguf, a hub id.",
-)
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs [config: 3].")
-@click.option("--rank", type=click.IntRange(1), default=None, help="LoRA rank [config: 16].")
-@click.option("--alpha", type=click.IntRange(1), default=None, help="LoRA alpha [config: 32].")
-@click.option("--learning-rate", type=float, default=None, help="[config: 2e-4]")
-@click.option("--distractors", type=click.IntRange(1, 20), default=None, help="RAFT k [config: 3].")
-@click.option("--oracle-fraction", type=click.FloatRange(0, 1), default=None, help="RAFT p [config: 0.8].")
-@click.option(
-    "--answers",
-    type=click.Choice(["auto", "ollama", "extractive"]),
-    default=None,
-    help="RAFT answers [config: auto = Ollama if reachable, else extractive].",
-)
+@setting_options("llm")
 @workflow_options
 @friendly_errors
 def llm(
@@ -499,7 +441,7 @@ def llm(
     workspace = _run([target], opts, overrides)
     if opts["dry_run"]:
         return
-    from ragd_train.llm.modelfile import ragd_llm_hint
+    from ragd_train.ragd.hints import ragd_llm_hint
 
     built = workspace / target
     click.echo(f"Adapter ready: {built}")
@@ -526,7 +468,7 @@ def llm(
     default=None,
     help="Corpus to retrieve from [default: the corpus snapshot, else the test data's texts].",
 )
-@click.option("--require-improvement", type=float, default=None, help="Minimum NDCG@10 gain [config: 0].")
+@setting_options("evaluate")
 @workflow_options
 @friendly_errors
 def evaluate_cmd(
@@ -541,9 +483,7 @@ def evaluate_cmd(
 
     A workspace model (`demo-embeddings`, `demo-reranker`, `demo-llm`) maps onto its report target.
     """
-    import json
-
-    from ragd_train.evaluate.report import KINDS, verdict
+    from ragd_train.evaluate.report import KINDS, read_report, verdict
 
     ws = _workspace(opts["workspace"])
     name = Path(model).name
@@ -556,13 +496,11 @@ def evaluate_cmd(
         and (Path(model) == Path(name) or Path(model).resolve().parent == (ws / "models").resolve())
     )
     if workflow_target:
-        overrides = (
-            {"evaluation": {"require_improvement": require_improvement}} if require_improvement else {}
-        )
+        overrides = _flag_overrides("evaluate", {"require_improvement": require_improvement})
         _run([f"reports/{name}.json"], {**opts, "workspace": ws}, overrides)
         if opts["dry_run"]:
             return
-        report = json.loads((ws / "reports" / f"{name}.json").read_text())
+        report = read_report(ws / "reports" / f"{name}.json")
         click.echo(f"Report: {ws / 'reports' / (name + '.md')}")
     elif kind in ("reranker", "llm"):
         raise RagdTrainError(
@@ -586,17 +524,16 @@ def _evaluate_direct(
     name: str,
 ) -> dict[str, Any]:
     """Evaluate any two sentence-transformers models outside the workflow."""
-    import json
-
     from ragd_train.evaluate.embeddings import evaluate_models, write_report
+    from ragd_train.metadata import metadata_path, read_metadata
     from ragd_train.progress import setup_logging
 
     model_dir = model if model.is_dir() else ws / "models" / model
     if not model_dir.is_dir():
         raise RagdTrainError(f"no model directory {model_dir}")
-    meta_path = model_dir / "training_metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    base = compare_to or meta.get("base_model")
+    meta_path = metadata_path(model_dir)
+    meta = read_metadata(meta_path, partial=True) if meta_path.exists() else None
+    base = compare_to or (meta.base_model if meta else None)
     if base is None:
         raise RagdTrainError(f"{model_dir} has no training_metadata.json: pass --compare-to BASE")
     if test_data is None:
@@ -836,8 +773,8 @@ def snapshot(
     import os
 
     from ragd_train.config import load_config, resolve_corpus, workflow_dir
-    from ragd_train.generate.snapshot import sync_snapshot
     from ragd_train.runner import ragd_home
+    from ragd_train.snapshot import sync_snapshot
 
     config = load_config(configfiles, _corpus_overrides(corpus, source, path) or None)
     if corpus not in config["corpora"]:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ragd_train.errors import InputError
+from ragd_train.yaml_io import read_yaml_mapping
 
 
 def workflow_dir() -> Path:
@@ -93,12 +94,22 @@ def validate_config(
     config: dict[str, Any],
     sources: Iterable[str | Path] = (),
     overrides: Mapping[str, Any] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Validate ``config`` in place, filling defaults; raise a one-line InputError on failure.
 
-    ``sources`` are the YAML files the config came from, used to name the file and line.
+    ``sources`` are the YAML files the config came from, used to name the file and line. Settings
+    under their old names are moved to the new ones first (one deprecation line each, unless
+    ``quiet``).
     """
+    from ragd_train.settings import migrate
+
     sources = list(sources)
+    original = copy.deepcopy(config)
+    moved = {
+        new: old.split(".")
+        for old, new in migrate(config, lambda keys: locate(config, keys, sources), quiet=quiet).items()
+    }
     schema = yaml.safe_load(schema_path().read_text(encoding="utf-8"))
     validator = _validator()(schema)
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
@@ -120,7 +131,11 @@ def validate_config(
     field = ".".join(str(k) for k in keys) or "<root>"
     if overrides and has_path(overrides, keys):
         raise InputError(f"invalid value: {error.message}", path="command line", field=field)
-    where, line = locate(config, keys, sources)
+    old = moved.get(".".join(str(k) for k in keys[:2]))
+    if old:  # set under its deprecated name: point at that line
+        where, line = locate(original, [*old, *keys[2:]], sources)
+    else:
+        where, line = locate(config, keys, sources)
     raise InputError(f"invalid config value: {error.message}", path=where, line=line, field=field)
 
 
@@ -160,28 +175,10 @@ def _check_cross_fields(config: dict[str, Any], sources: Iterable[str | Path] = 
             )
 
 
-def read_yaml_mapping(file: str | Path) -> dict[str, Any]:
-    """A YAML file holding a mapping (empty = {}); one-line errors naming the file and line."""
-    try:
-        data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise InputError("config file not found", path=file) from None
-    except UnicodeDecodeError:
-        raise InputError("config file is not UTF-8 text", path=file) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"invalid YAML: {getattr(exc, 'problem', exc)}",
-            path=file,
-            line=mark.line + 1 if mark else None,
-        ) from None
-    if not isinstance(data, dict):
-        raise InputError("config must be a mapping", path=file)
-    return data
-
-
 def load_config(
-    extra_files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None
+    extra_files: Iterable[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Load the default config, merge ``extra_files`` and ``overrides`` over it, validate it."""
     files = [default_config_path(), *[Path(f) for f in extra_files]]
@@ -190,7 +187,7 @@ def load_config(
         config = deep_merge(config, read_yaml_mapping(file))
     if overrides:
         config = deep_merge(config, overrides)
-    return validate_config(config, files, overrides)
+    return validate_config(config, files, overrides, quiet)
 
 
 def resolve_corpus(cfg: Mapping[str, Any], base_dirs: Iterable[str | Path]) -> dict[str, Any]:

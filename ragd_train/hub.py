@@ -1,8 +1,9 @@
-"""Resolve model names to local directories without touching the network."""
+"""Resolve model names to local directories without touching the network; tell a reranker's kind."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -106,3 +107,16 @@ def resolve_model(name: str) -> str:
     else:
         tried.append("hub (HF_HUB_OFFLINE is set)")
     raise ModelNotFoundError(f"model '{name}' not found; tried: " + "; ".join(tried))
+
+
+def model_kind(path: str | Path) -> str:
+    """``cross-encoder`` or ``colbert``, from the saved sentence-transformers config."""
+    cfg = Path(path) / "config_sentence_transformers.json"
+    if cfg.exists():
+        try:
+            model_type = json.loads(cfg.read_text()).get("model_type")
+        except json.JSONDecodeError:
+            model_type = None
+        if model_type == "MultiVectorEncoder":
+            return "colbert"
+    return "cross-encoder"

@@ -234,21 +234,21 @@ def check_embedding_config(config: dict[str, Any], sources: list[str] | None = N
         path, line = locate(config, field.split("."), sources or [])
         return {"path": path, "line": line, "field": field}
 
-    training = config.get("training", {})
-    name = training.get("embedding_base_model")
+    embeddings = config.get("embeddings", {})
+    name = embeddings.get("base_model")
     try:
         resolved = resolve_model(str(name))
     except RagdTrainError as exc:
-        raise InputError(str(exc), **where("training.embedding_base_model")) from None
-    dims = training.get("matryoshka_dims")
+        raise InputError(str(exc), **where("embeddings.base_model")) from None
+    dims = embeddings.get("matryoshka_dims")
     if not isinstance(dims, list) or not Path(resolved).is_dir():
         return
     dim = embedding_dimension(Path(resolved))
     too_big = sorted({d for d in dims if isinstance(d, int) and dim is not None and d > dim})
     if too_big:
         raise InputError(
-            f"{too_big} exceed the embedding dimension {dim} of {name} (training.embedding_base_model)",
-            **where("training.matryoshka_dims"),
+            f"{too_big} exceed the embedding dimension {dim} of {name} (embeddings.base_model)",
+            **where("embeddings.matryoshka_dims"),
         )
 
 

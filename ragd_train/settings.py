@@ -1,123 +1,865 @@
-"""Which settings each rule reads: one table, applied once to the validated config.
+"""Every workflow setting, declared once: type, bounds, default, help, the rules that read it, the
+``ragd train`` flag that sets it and the name it had before.
 
-Every rule passes its part as ``params: settings=settings_of("<rule>")`` (``rules/common.smk``), and its
-script hands ``snakemake.params.settings`` to the package where a whole config used to go. So a rule
-reruns when, and only when, a setting it reads changes, and no rule script reads
-``snakemake.config``. The part keeps the config's shape (``{"seed": ..., "training": {...}}``), so
-the package reads it as it reads a full config (the CLI's direct mode passes the full one).
+Everything else is derived from the models below:
+
+* ``config/schema.yaml``, the JSON schema Snakemake validates the config against (``python -m
+  ragd_train.settings`` rewrites it and ``docs/settings.md``; a test checks both are up to date);
+* which settings each rule reads (``rule_settings``): every rule passes exactly that part as
+  ``params: settings=settings_of("<rule>")``, so a rule reruns when, and only when, a setting it
+  reads changes, and no rule script reads ``snakemake.config``;
+* the flags of ``ragd train ...`` and their help (``flags_of``, used by ``ragd_train/cli.py``);
+* the old names, still read for one release and reported as deprecated in one line (``migrate``).
+
+Adding a hyperparameter is one ``setting(...)`` line here plus its use.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
-ALL = None  # every key of the section
-OLLAMA = ("host", "model", "temperature", "timeout", "retries", "backoff")
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-EMBEDDING_TRAINING = (
-    "embedding_base_model",
-    "embedding_epochs",
-    "embedding_budget_minutes",
-    "embedding_max_steps",
-    "embedding_batch_size",
-    "embedding_learning_rate",
-    "embedding_warmup_ratio",
-    "embedding_max_seq_length",
-    "embedding_loss",
-    "embedding_mini_batch_size",
-    "embedding_hard_negatives",
-    "matryoshka_dims",
+# The rules that read settings (``workflow`` = read while the Snakefile is parsed).
+RULES = (
+    "generate_queries",
+    "build_training_data",
+    "train_embeddings",
+    "evaluate_embeddings",
+    "train_reranker",
+    "evaluate_reranker",
+    "build_raft",
+    "train_lora",
+    "evaluate_llm",
 )
-RERANKER_TRAINING = (
-    "kind",
-    "base_model",
-    "fallback_model",
-    "loss",
-    "epochs",
-    "budget_minutes",
-    "max_steps",
-    "batch_size",
-    "learning_rate",
-    "warmup_ratio",
-    "max_length",
-    "negatives_per_query",
-    "mini_batch_size",
-)
-LORA_TRAINING = (
-    "llm_base_model",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_target_modules",
-    "training_epochs",
-    "llm_learning_rate",
-    "llm_max_length",
-    "llm_batch_size",
-    "llm_max_cpu_hours",
-)
+WORKFLOW = "workflow"
+# Rules that may call an LLM through ``ollama:``; whether they do depends on the config (ollama_keys).
+LLM_RULES = ("generate_queries", "build_training_data", "build_raft", "evaluate_embeddings", "evaluate_llm")
+SEED_DEFAULT = 42
 
-# rule -> {section: keys it reads (ALL: the whole section)}; every rule also reads `seed`.
-RULES: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "generate_queries": {
-        "training": ("query_generator", "nollm_strategies", "local_model", "queries_per_chunk"),
-    },
-    "build_training_data": {
-        "training": ("query_generator", "hard_negatives_per_query", "quality_filter", "test_ratio"),
-        "mining": ALL,
-    },
-    "train_embeddings": {"training": EMBEDDING_TRAINING},
-    "evaluate_embeddings": {
-        "training": ("embedding_base_model",),
-        "evaluation": (
-            "require_improvement",
-            "require_significant",
-            "mode",
-            "bootstrap_samples",
-            "llm_judge",
-            "ragas_llm_queries",
-            "ragas_llm_minutes",
-        ),
-    },
-    "train_reranker": {"reranker": RERANKER_TRAINING},
-    "evaluate_reranker": {
-        "training": ("embedding_base_model",),
-        "reranker": ("base_model", "fallback_model", "max_length", "candidates"),
-        "evaluation": ("bootstrap_samples",),
-    },
-    "build_raft": {"training": ("raft_distractors", "raft_oracle_fraction", "raft_answers")},
-    "train_lora": {"training": LORA_TRAINING},
-    "evaluate_llm": {
-        "evaluation": ("llm_max_new_tokens", "llm_max_examples", "bootstrap_samples", "llm_judge"),
-    },
+
+def setting(
+    default: Any,
+    help: str,
+    readers: tuple[str, ...],
+    *,
+    flags: Mapping[str, str] | None = None,
+    old: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A field: ``help`` (its first sentence is the flag's help), the rules that read it,
+    ``flags`` (``{command: flag name}``) and ``old`` (the dotted name it had before)."""
+    unknown = [r for r in readers if r not in (*RULES, WORKFLOW)]
+    if unknown:
+        raise ValueError(f"unknown reader rules {unknown}")
+    extra = {"readers": list(readers), "flags": dict(flags or {}), "old": old}
+    return Field(default, description=" ".join(help.split()), json_schema_extra=extra, **constraints)
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("items must be unique")
+    return values
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+UniqueList = Field(min_length=1, json_schema_extra={"uniqueItems": True})
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------- corpora
+
+
+class Corpus(Section):
+    source: Literal["ragd", "documents", "jsonl", "beir"] = Field(
+        description="Where the chunks come from: a ragd data dir, a folder of documents, a JSONL "
+        "snapshot, or a BEIR corpus."
+    )
+    path: str = Field(min_length=1, description="The ragd data dir, folder or file.")
+    collection: str = Field("ragd_documents", description="ragd's Chroma collection (source: ragd).")
+    chunk_size: int = Field(800, ge=50, description="Characters per chunk (source: documents).")
+    chunk_overlap: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
+    glob: list[str] = Field(["*.md", "*.txt"], description="Files read from a documents folder.")
+    questions: str | None = Field(
+        None,
+        min_length=1,
+        description="JSONL of natural questions (query, documents: the ids of the documents that "
+        "answer it) for the embeddings report's headline and promotion gate; the held-out synthetic "
+        "split is reported beside it.",
+    )
+    limit: int | None = Field(None, ge=1, description="Read only the first N documents.")
+
+
+CorpusName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$")]
+
+# ------------------------------------------------------------------------------ generate-data
+
+Q, B = ("generate_queries",), ("build_training_data",)
+
+
+class GenerateSettings(Section):
+    """Synthetic queries, hard negatives, the quality filter and the split (generate-data)."""
+
+    query_generator: Literal["auto", "ollama", "local", "nollm"] = setting(
+        "auto",
+        "Query generator: auto = Ollama if reachable, else the no-LLM generator; local = an "
+        "in-process model (local_model).",
+        Q + B,
+        flags={"generate-data": "generator"},
+        old="training.query_generator",
+    )
+    nollm_strategies: Annotated[
+        list[Literal["heading", "claim", "ict", "keywords", "crop"]], Field(min_length=1)
+    ] = setting(
+        ["heading", "ict", "keywords"],
+        "Strategies of the no-LLM generator.",
+        Q,
+        old="training.nollm_strategies",
+    )
+    local_model: str = setting(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "The in-process query writer of query_generator: local.",
+        Q,
+        old="training.local_model",
+    )
+    queries_per_chunk: int = setting(
+        2, "Queries per chunk.", Q, ge=1, le=20, flags={"generate-data": "queries_per_chunk"},
+        old="training.queries_per_chunk",
+    )  # fmt: skip
+    hard_negatives_per_query: int = setting(
+        5,
+        "Hard negatives mined per query.",
+        B,
+        ge=0,
+        le=50,
+        flags={"generate-data": "negatives"},
+        old="training.hard_negatives_per_query",
+    )
+    quality_filter: bool = setting(
+        True,
+        "Drop queries the filter rejects (the LLM judge with an LLM, else the round trip).",
+        B,
+        old="training.quality_filter",
+    )
+    test_ratio: float = setting(
+        0.2, "Share of documents held out for testing.", B, gt=0, lt=1, old="training.test_ratio"
+    )
+
+
+class MiningSettings(Section):
+    """Hard-negative mining, the teacher and the quality filter's thresholds."""
+
+    model: str = setting(
+        "sentence-transformers/all-MiniLM-L6-v2", "Dense retriever for mining and the round-trip filter.", B
+    )
+    candidates: int = setting(
+        50, "Top candidates per query taken from each retriever before fusion.", B, ge=1
+    )
+    bm25_weight: float = setting(
+        1.0, "Weight of BM25 in reciprocal-rank fusion (dense has weight 1).", B, ge=0
+    )
+    relative_margin: float = setting(
+        0.05,
+        "False-negative guard; a candidate's dense score must be at most (1 - margin) x the positive's.",
+        B,
+        ge=0,
+        le=1,
+    )
+    exclude_same_document: bool = setting(True, "Never mine a negative from the query's own document.", B)
+    batch_size: int = setting(64, "Encoding batch size.", B, ge=1)
+    teacher_pairs: bool = setting(
+        True,
+        "Label one pair of the teacher's top candidates per query (the query's own document "
+        "excluded) with the margin of a BM25 + dense z-score fusion, for MarginMSE distillation.",
+        B,
+    )
+    teacher_bm25_share: float = setting(
+        0.3,
+        "Weight of BM25's z-score in the teacher (the dense model's weight is 1 - share).",
+        B,
+        ge=0,
+        lt=1,
+    )
+    roundtrip_top_k: int = setting(
+        10, "No-LLM filter; the positive must rank in the base retriever's top k.", B, ge=1
+    )
+    judge_min_score: int = setting(3, "LLM-judge filter; minimum score on a 1-5 scale.", B, ge=1, le=5)
+
+
+# -------------------------------------------------------------------------------- embeddings
+
+E = ("train_embeddings",)
+
+
+class EmbeddingsSettings(Section):
+    """models/{corpus}-embeddings: the fine-tuned sentence-transformers bi-encoder."""
+
+    base_model: str = setting(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "Base sentence-transformers model (a hub id, a cached model or a local directory).",
+        E + ("evaluate_embeddings", "evaluate_reranker"),
+        flags={"embeddings": "base_model"},
+        old="training.embedding_base_model",
+    )
+    epochs: int = setting(
+        1,
+        "Passes over the training data at most (the budget or max_steps may stop earlier). One pass "
+        "measured best on SciFact; two lost (docs/results.md).",
+        E,
+        ge=1,
+        flags={"embeddings": "epochs"},
+        old="training.embedding_epochs",
+    )
+    batch_size: int = setting(
+        32, "Examples per optimizer step.", E, ge=2, flags={"embeddings": "batch_size"},
+        old="training.embedding_batch_size",
+    )  # fmt: skip
+    learning_rate: float = setting(
+        2.0e-5, "Peak learning rate.", E, gt=0, flags={"embeddings": "learning_rate"},
+        old="training.embedding_learning_rate",
+    )  # fmt: skip
+    warmup_ratio: float = setting(
+        0.1,
+        "Share of the training steps spent warming the learning rate up.",
+        E,
+        ge=0,
+        lt=1,
+        old="training.embedding_warmup_ratio",
+    )
+    max_seq_length: int = setting(
+        128,
+        "Tokens per text while training (shorter is faster on CPU); the saved model keeps the base "
+        "model's own length for encoding.",
+        E,
+        ge=16,
+        old="training.embedding_max_seq_length",
+    )
+    budget_minutes: float = setting(
+        10,
+        "Training-loop wall-clock budget; the steps are cut to fit, 0 = none. The step time is "
+        "measured on a real batch before training starts (printed with the estimate); a faster "
+        "machine trains on more of the data.",
+        E,
+        ge=0,
+        flags={"embeddings": "budget_minutes"},
+        old="training.embedding_budget_minutes",
+    )
+    max_steps: int | None = setting(
+        None,
+        "Exactly this many optimizer steps (the same on every machine); overrides epochs and budget_minutes.",
+        E,
+        ge=1,
+        flags={"embeddings": "max_steps"},
+        old="training.embedding_max_steps",
+    )
+    loss: Literal["auto", "mnrl", "cached_mnrl", "margin_mse", "distill_kl"] = setting(
+        "auto",
+        "Training loss. auto = MarginMSELoss on the corpus-only teacher's labelled pairs when every "
+        "training record carries one (generate-data writes them when mining.teacher_pairs is on), "
+        "the listwise distill_kl (DistillKLDivLoss) when every record carries the teacher's scored "
+        "candidate list (your own --data; bench/bench_embeddings.py writes such lists), else "
+        "CachedMultipleNegativesRankingLoss on CPU (memory bounded by the mini-batch) and plain "
+        "MultipleNegativesRankingLoss on a GPU.",
+        E,
+        old="training.embedding_loss",
+    )
+    mini_batch_size: int = setting(
+        16, "Forward-pass chunk of the cached loss (bounds memory).", E, ge=1,
+        old="training.embedding_mini_batch_size",
+    )  # fmt: skip
+    hard_negatives: int = setting(
+        1,
+        "Hard negatives per training example given to the loss (more costs time per step).",
+        E,
+        ge=0,
+        old="training.embedding_hard_negatives",
+    )
+    matryoshka_dims: (
+        Literal["auto", "none"]
+        | Annotated[list[Annotated[int, Field(ge=8)]], UniqueList, AfterValidator(_unique)]
+    ) = setting(
+        "auto",
+        "Matryoshka dimensions: comma-separated dims, 'auto' (the model's d, d/2, d/4, d/8) or 'none' (off).",
+        E,
+        flags={"embeddings": "matryoshka_dims"},
+        old="training.matryoshka_dims",
+    )
+
+
+# ---------------------------------------------------------------------------------- reranker
+
+R, RE = ("train_reranker",), ("evaluate_reranker",)
+
+
+class RerankerSettings(Section):
+    """models/{corpus}-reranker and its report reports/{corpus}-reranker."""
+
+    kind: Literal["auto", "cross-encoder", "colbert"] = setting(
+        "auto",
+        "cross-encoder (ragd loads it), colbert (late interaction) or auto: cross-encoder when "
+        "base_model is a trained cross-encoder available offline, else colbert from fallback_model "
+        "(a fresh cross-encoder head made rankings worse in bench/bench_reranker.py). colbert is a "
+        "late-interaction MultiVectorEncoder (sentence-transformers' native ColBERT, "
+        "PyLate-compatible), usable through ragd_train.reranker.scoring.FineTunedReranker.",
+        R,
+        flags={"reranker": "kind"},
+    )
+    base_model: str = setting(
+        "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        "Base model (ragd's default reranker); a hub id, a cached model or a local directory.",
+        R + RE,
+        flags={"reranker": "base_model"},
+    )
+    fallback_model: str = setting(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "Used, with a message, when base_model is not available offline: its weights start the "
+        "ColBERT model (kind auto or colbert) or a cross-encoder with a fresh scoring head.",
+        R + RE,
+    )
+    loss: Literal["bce", "lambda"] = setting(
+        "bce",
+        "Binary cross-entropy or listwise LambdaLoss. bce = BinaryCrossEntropyLoss on (query, "
+        "passage) pairs labelled 1/0, positives weighted by the number of negatives; lambda = "
+        "LambdaLoss (NDCG-Loss2++) over the positive and its negatives. ColBERT always trains with "
+        "MultipleNegativesRankingLoss.",
+        R,
+        flags={"reranker": "loss"},
+    )
+    epochs: int = setting(1, "Passes over the training data at most.", R, ge=1, flags={"reranker": "epochs"})
+    batch_size: int = setting(
+        16,
+        "Scored (query, passage) pairs per step (listwise: queries per step = batch_size / (1 + negatives)).",
+        R,
+        ge=2,
+        flags={"reranker": "batch_size"},
+    )
+    learning_rate: float = setting(
+        2.0e-5, "Peak learning rate.", R, gt=0, flags={"reranker": "learning_rate"}
+    )
+    warmup_ratio: float = setting(
+        0.1, "Share of the training steps spent warming the learning rate up.", R, ge=0, lt=1
+    )
+    max_length: int = setting(
+        256,
+        "Tokens of query + passage the reranker reads (longer is slower on CPU).",
+        R + RE,
+        ge=16,
+        flags={"reranker": "max_length"},
+    )
+    negatives_per_query: int = setting(
+        5,
+        "Hard negatives per query; mined ones first, topped up from other documents.",
+        R,
+        ge=1,
+        le=50,
+        flags={"reranker": "negatives"},
+    )
+    mini_batch_size: int = setting(
+        16, "LambdaLoss forward-pass chunk (bounds memory; no effect on the result).", R, ge=1
+    )
+    budget_minutes: float = setting(
+        10,
+        "Training-loop wall-clock budget; the steps are cut to fit, 0 = none (as embeddings.budget_minutes).",
+        R,
+        ge=0,
+        flags={"reranker": "budget_minutes"},
+    )
+    max_steps: int | None = setting(
+        None,
+        "Exactly this many optimizer steps; overrides epochs and budget_minutes.",
+        R,
+        ge=1,
+        flags={"reranker": "max_steps"},
+    )
+    candidates: int = setting(
+        50, "Evaluation; the embedding model's top candidates per query that the rerankers reorder.", RE, ge=1
+    )
+
+
+# ------------------------------------------------------------------------------ llm and RAFT
+
+F, L = ("build_raft",), ("train_lora",)
+
+
+class RaftSettings(Section):
+    """RAFT training data for the chat-model adapter (training_data/{corpus}/raft.jsonl)."""
+
+    distractors: int = setting(
+        3, "RAFT k: distractors per example, taken from the mined hard negatives.", F, ge=1, le=20,
+        flags={"llm": "distractors"}, old="training.raft_distractors",
+    )  # fmt: skip
+    oracle_fraction: float = setting(
+        0.8,
+        "RAFT p: share of examples that keep the oracle chunk in their context.",
+        F,
+        ge=0,
+        le=1,
+        flags={"llm": "oracle_fraction"},
+        old="training.raft_oracle_fraction",
+    )
+    answers: Literal["auto", "ollama", "extractive"] = setting(
+        "auto",
+        "RAFT answers: chain-of-thought answers by Ollama (auto falls back to extractive answers "
+        "when it is not reachable); extractive quotes the oracle sentence that best matches the query.",
+        F,
+        flags={"llm": "answers"},
+        old="training.raft_answers",
+    )
+
+
+class LlmSettings(Section):
+    """models/{corpus}-llm: the LoRA adapter for ragd's chat model."""
+
+    backend: Literal["auto", "mlx", "unsloth", "peft"] = setting(
+        "auto",
+        "LoRA trainer: auto = MLX on Apple Silicon, Unsloth with an NVIDIA GPU, else PEFT on CPU. "
+        "Resolved when the workflow is read: on a cluster's login node set it explicitly.",
+        (WORKFLOW,),
+        flags={"llm": "backend"},
+        old="training.llm_backend",
+    )
+    base_model: str = setting(
+        "llama3.2:3b",
+        "Base chat model: an Ollama name (llama3.2:1b/3b, llama3.1:8b, qwen2.5:0.5b-7b, "
+        "smollm2:135m/360m/1.7b, mapped to each backend's model id), a local model directory or "
+        ".gguf file, or a Hugging Face id.",
+        L,
+        flags={"llm": "base_model"},
+        old="training.llm_base_model",
+    )
+    lora_rank: int = setting(16, "LoRA rank.", L, ge=1, flags={"llm": "rank"}, old="training.lora_rank")
+    lora_alpha: int = setting(32, "LoRA alpha.", L, ge=1, flags={"llm": "alpha"}, old="training.lora_alpha")
+    lora_dropout: float = setting(0.05, "LoRA dropout.", L, ge=0, lt=1, old="training.lora_dropout")
+    lora_target_modules: Annotated[list[str], UniqueList] = setting(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Linear layers that get LoRA weights (names inside a transformer block).",
+        L,
+        old="training.lora_target_modules",
+    )
+    epochs: int = setting(
+        3, "Training epochs.", L, ge=1, flags={"llm": "epochs"}, old="training.training_epochs"
+    )
+    learning_rate: float = setting(
+        2.0e-4, "Peak learning rate.", L, gt=0, flags={"llm": "learning_rate"},
+        old="training.llm_learning_rate",
+    )  # fmt: skip
+    max_length: int = setting(
+        2048,
+        "Longest example in tokens; longer RAFT examples are skipped (counted), never truncated.",
+        L,
+        ge=64,
+        old="training.llm_max_length",
+    )
+    batch_size: int = setting(4, "Examples per optimizer step.", L, ge=1, old="training.llm_batch_size")
+    max_cpu_hours: float = setting(
+        6,
+        "The peft backend on CPU does not start a run estimated to take longer (or to need more "
+        "memory than is free); it prints the GPU/cluster routes instead.",
+        L,
+        gt=0,
+        old="training.llm_max_cpu_hours",
+    )
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+EV, EL = ("evaluate_embeddings",), ("evaluate_llm",)
+
+
+class EvaluationSettings(Section):
+    """The A/B reports and the promotion gate."""
+
+    require_improvement: float = setting(
+        0.0,
+        "Minimum NDCG@10 gain for the promotion gate: the fine-tuned model must beat its base by "
+        "more than 0 and by at least this much, else the report says it lost and `ragd train "
+        "evaluate` exits non-zero.",
+        EV,
+        flags={"evaluate": "require_improvement"},
+    )
+    require_significant: bool = setting(
+        True,
+        "Promotion gate; the 95% CI of the headline NDCG@10 gain must lie above zero. A significant "
+        "NDCG@10 loss on any test set or search mode rejects the model either way.",
+        EV,
+    )
+    mode: Literal["hybrid", "dense"] = setting(
+        "hybrid",
+        "Search mode of the headline and the gate; hybrid = ragd's default search (its BM25 fused "
+        "with the dense index by reciprocal rank fusion). Both modes are always reported.",
+        EV,
+    )
+    bootstrap_samples: int = setting(
+        10000, "Paired-bootstrap resamples of every confidence interval.", EV + RE + EL, ge=100
+    )
+    llm_max_examples: int = setting(
+        40, "RAFT test prompts that the base and the adapter answer in reports/{corpus}-llm.", EL, ge=1
+    )
+    llm_max_new_tokens: int = setting(160, "Greedy decoding length of each answer.", EL, ge=8)
+    llm_judge: bool = setting(
+        True,
+        "Use the ollama model as a judge when it is reachable (RAGAS LLM metrics, chat answers graded "
+        "1-5); reported as skipped otherwise.",
+        EV + EL,
+    )
+    ragas_llm_queries: int = setting(
+        20,
+        "Test queries that get RAGAS's LLM-judged metrics in reports/{corpus}-embeddings (about 10 "
+        "LLM calls each per model; 0 turns them off).",
+        EV,
+        ge=0,
+    )
+    ragas_llm_minutes: float = setting(
+        10,
+        "Time budget of those metrics: after the query that outlasts it they stop, both models scored "
+        "on the same queries, and the report says so (0 = no limit). A 1.5B model on 2 CPU threads "
+        "needs minutes a query.",
+        EV,
+        ge=0,
+    )
+
+
+class OllamaSettings(Section):
+    """The Ollama server that writes queries and answers and judges (when one is reachable)."""
+
+    host: str = setting(
+        None,
+        "Ollama server; unset = ragd's llm.base_url (ragd's default http://localhost:11434).",
+        LLM_RULES,
+    )
+    model: str = setting(
+        None, "Ollama model; unset = ragd's llm.model (ragd's default llama3.2:3b).", LLM_RULES
+    )
+    temperature: float = setting(0.7, "Sampling temperature.", LLM_RULES, ge=0)
+    timeout: float = setting(120, "Seconds to wait for one answer.", LLM_RULES, gt=0)
+    retries: int = setting(3, "Retries of a failed call.", LLM_RULES, ge=0)
+    backoff: float = setting(2.0, "Seconds before the first retry (doubling after).", LLM_RULES, ge=0)
+
+
+# ------------------------------------------------------------------------------------- the root
+
+
+class Settings(Section):
+    """ragd-train workflow configuration."""
+
+    seed: int = setting(
+        SEED_DEFAULT,
+        "Seed for every random choice (generation, mining, split, training).",
+        RULES,
+        flags={"reranker": "seed"},
+    )
+    corpora: Annotated[dict[CorpusName, Corpus], Field(min_length=1)] = Field(
+        description="Corpora by name; each becomes snapshots/{name}.jsonl.",
+        json_schema_extra={"readers": [WORKFLOW]},
+    )
+    generate: GenerateSettings = GenerateSettings()
+    mining: MiningSettings = MiningSettings()
+    embeddings: EmbeddingsSettings = EmbeddingsSettings()
+    reranker: RerankerSettings = RerankerSettings()
+    raft: RaftSettings = RaftSettings()
+    llm: LlmSettings = LlmSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    ollama: OllamaSettings = OllamaSettings()
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
 }
+
+
+def _extra(field: Any) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
+def all_settings() -> dict[str, Any]:
+    """Every setting by dotted name (``seed``, ``embeddings.epochs``, ...): its pydantic field."""
+    out: dict[str, Any] = {"seed": Settings.model_fields["seed"]}
+    for section, model in SECTIONS.items():
+        for name, field in model.model_fields.items():
+            out[f"{section}.{name}"] = field
+    return out
+
+
+def readers(dotted: str) -> tuple[str, ...]:
+    """The rules that read a setting (``workflow``: read while the Snakefile is parsed)."""
+    if dotted == "corpora":
+        return (WORKFLOW,)
+    return tuple(_extra(all_settings()[dotted])["readers"])
+
+
+def deprecated_names() -> dict[str, str]:
+    """Old dotted name -> new dotted name, for the names read for one more release."""
+    return {_extra(f)["old"]: name for name, f in all_settings().items() if _extra(f).get("old")}
+
+
+# ------------------------------------------------------------------------- rules and their part
 
 
 def ollama_keys(rule: str, config: Mapping[str, Any]) -> tuple[str, ...]:
     """The ``ollama`` settings a rule reads: none where the config keeps it from calling an LLM."""
-    training, evaluation = config.get("training", {}), config.get("evaluation", {})
-    generator = training.get("query_generator")
+    generate, evaluation = config.get("generate", {}), config.get("evaluation", {})
+    generator = generate.get("query_generator")
+    every = tuple(OllamaSettings.model_fields)
     if rule == "generate_queries":
-        return () if generator == "nollm" else ("temperature",) if generator == "local" else OLLAMA
+        return () if generator == "nollm" else ("temperature",) if generator == "local" else every
     if rule == "build_training_data":  # the LLM judge of the quality filter
-        return OLLAMA if training.get("quality_filter") and generator != "nollm" else ()
+        return every if generate.get("quality_filter") and generator != "nollm" else ()
     if rule == "build_raft":
-        return () if training.get("raft_answers") == "extractive" else OLLAMA
+        return () if config.get("raft", {}).get("answers") == "extractive" else every
     if rule in ("evaluate_embeddings", "evaluate_llm"):  # RAGAS's LLM metrics / the answer judge
-        return OLLAMA if evaluation.get("llm_judge", True) else ()
+        return every if evaluation.get("llm_judge", True) else ()
     return ()
 
 
-def rule_settings(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
-    """The part of ``config`` that ``rule`` reads, in the config's own shape."""
+def rule_keys(rule: str) -> dict[str, tuple[str, ...]]:
+    """``{section: the settings of it that rule reads}`` (``ollama`` aside: see ollama_keys)."""
     if rule not in RULES:
         raise KeyError(f"no settings are declared for rule {rule!r} (ragd_train/settings.py)")
-    out: dict[str, Any] = {"seed": config["seed"]}
-    sections = dict(RULES[rule])
+    out: dict[str, tuple[str, ...]] = {}
+    for section, model in SECTIONS.items():
+        if section == "ollama":
+            continue
+        keys = tuple(n for n, f in model.model_fields.items() if rule in _extra(f)["readers"])
+        if keys:
+            out[section] = keys
+    return out
+
+
+def rule_settings(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
+    """The part of the validated ``config`` that ``rule`` reads, in the config's own shape."""
+    sections = rule_keys(rule)
     ollama = ollama_keys(rule, config)
     if ollama:
         sections["ollama"] = ollama
+    out: dict[str, Any] = {"seed": config["seed"]}
     for name, keys in sections.items():
         section = config[name]
-        out[name] = dict(section) if keys is ALL else {k: section[k] for k in keys if k in section}
+        out[name] = {k: section[k] for k in keys if k in section}
     return out
+
+
+def section(settings: Mapping[str, Any], name: str) -> Any:
+    """The typed section ``name`` of a config or of a rule's part (defaults where it is silent)."""
+    return SECTIONS[name].model_validate(dict(settings.get(name) or {}))
+
+
+# ------------------------------------------------------------------------- deprecated names
+
+
+_REPORTED: set[str] = set()
+
+
+def migrate(config: dict[str, Any], where: Any = None, quiet: bool = False) -> dict[str, str]:
+    """Move settings under their old names (``training.training_epochs``) to the new ones
+    (``llm.epochs``) in place; one line on stderr each (once per process). ``where(keys)`` names
+    the file and line. A setting given under both names with different values is an error.
+    Returns ``{old name: new name}`` of what moved."""
+    from ragd_train.errors import InputError
+
+    training = config.get("training")
+    if not isinstance(training, dict):
+        return {}
+    moved: dict[str, str] = {}
+    renames = deprecated_names()
+    for key in list(training):
+        old = f"training.{key}"
+        if old not in renames:
+            path, line = where(["training", key]) if where else ("config", None)
+            raise InputError(
+                f"'{key}' was unexpected: no setting had that name (training: is deprecated; every "
+                "setting and its old name: docs/settings.md)",
+                path=path,
+                line=line,
+                field=old,
+            )
+        new_section, new_key = renames[old].split(".")
+        target = config.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            continue
+        path, line = where(["training", key]) if where else ("config", None)
+        value = training.pop(key)
+        if new_key in target and target[new_key] != value:
+            raise InputError(
+                f"set as {old} (deprecated) and as {renames[old]}; keep only {renames[old]}",
+                path=path,
+                line=line,
+                field=old,
+            )
+        target[new_key] = value
+        moved[old] = renames[old]
+        if not quiet and old not in _REPORTED:
+            _REPORTED.add(old)
+            place = f"{path}" + (f":{line}" if line else "")
+            print(
+                f"ragd-train: {place}: {old} is deprecated, use {renames[old]} (the old name is read "
+                "until the next release)",
+                file=sys.stderr,
+            )
+    if not training:
+        del config["training"]
+    return moved
+
+
+# ----------------------------------------------------------------------------------- the CLI
+
+
+def flags_of(command: str) -> dict[str, tuple[str, Any]]:
+    """``{flag name: (dotted setting, field)}`` of a ``ragd train`` command, in declaration order."""
+    out = {}
+    for dotted, field in all_settings().items():
+        flag = _extra(field)["flags"].get(command)
+        if flag:
+            out[flag] = (dotted, field)
+    return out
+
+
+def commands() -> tuple[str, ...]:
+    return tuple(sorted({c for f in all_settings().values() for c in _extra(f)["flags"]}))
+
+
+def flag_help(field: Any) -> str:
+    """A flag's help: the setting's first sentence and its default."""
+    text = field.description or ""
+    first = text.split(". ")[0].rstrip(".")
+    default = field.default
+    shown = (
+        "none" if default is None else ",".join(map(str, default)) if isinstance(default, list) else default
+    )
+    return f"{first} [config: {shown}]."
+
+
+# ------------------------------------------------------------------------ the generated schema
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return _inline({**target, **rest}, defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k not in ("title", "$defs")}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def _tidy(node: Any) -> Any:
+    """Drop ragd-train's own field metadata, and a null default where the type has no null."""
+    if isinstance(node, list):
+        return [_tidy(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _tidy(v) for k, v in node.items() if k not in ("readers", "flags", "old")}
+    allows_null = out.get("type") == "null" or any(
+        isinstance(b, dict) and b.get("type") == "null" for b in out.get("anyOf", [])
+    )
+    if "default" in out and out["default"] is None and not allows_null:
+        del out["default"]
+    if "properties" in out and out.get("type") == "object":
+        for prop in out["properties"].values():
+            if isinstance(prop, dict) and prop.get("type") == "object" and "properties" in prop:
+                prop["default"] = {}  # a section left out takes every default
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of the config (draft 2020-12), as Snakemake validates it."""
+    raw = Settings.model_json_schema()
+    schema = _tidy(_inline(raw, raw.get("$defs", {})))
+    corpora = schema["properties"]["corpora"]
+    ((pattern, corpus),) = corpora.pop("patternProperties").items()
+    corpora.update(propertyNames={"pattern": pattern}, additionalProperties=corpus)
+    questions = corpus["properties"]["questions"]
+    questions.pop("default", None)
+    if "anyOf" in questions:  # an optional string: absent, never null
+        branch = next(b for b in questions.pop("anyOf") if b.get("type") == "string")
+        questions.update(branch)
+    limit = corpus["properties"]["limit"]
+    limit.pop("default", None)
+    if "anyOf" in limit:
+        limit.update(next(b for b in limit.pop("anyOf") if b.get("type") == "integer"))
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+SCHEMA_HEADER = (
+    "# Generated from ragd_train/settings.py by `python -m ragd_train.settings`: do not edit.\n"
+    "# Every setting, its type, bounds, default and help; docs/settings.md lists who reads each.\n"
+)
+
+
+def schema_text() -> str:
+    import yaml
+
+    return SCHEMA_HEADER + yaml.safe_dump(json_schema(), sort_keys=False, width=100, allow_unicode=True)
+
+
+def reference_text() -> str:
+    """docs/settings.md: every setting with its default, the rules that read it and its flag."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `ragd_train/settings.py` by `python -m ragd_train.settings`: do not edit. Set",
+        "them in a config file (`snakemake --configfile mine.yaml`, `ragd train ... --configfile`),",
+        "or, for the ones with a flag, on the `ragd train` command line. Changing a setting reruns",
+        "exactly the rules that read it.",
+        "",
+    ]
+    renames = {new: old for old, new in deprecated_names().items()}
+    for name, model in [("", Settings), *SECTIONS.items()]:
+        title = f"## `{name}`" if name else "## top level"
+        lines += [title, "", (model.__doc__ or "").strip().splitlines()[0] if name else "", ""]
+        lines += ["| setting | default | read by | flag | what |", "| --- | --- | --- | --- | --- |"]
+        for key, field in model.model_fields.items():
+            if not name and key in SECTIONS:
+                continue
+            dotted = f"{name}.{key}" if name else key
+            extra = _extra(field)
+            default = "(required)" if field.is_required() else f"`{field.default}`"
+            flags = ", ".join(
+                f"`ragd train {c} --{f.replace('_', '-')}`" for c, f in extra.get("flags", {}).items()
+            )
+            what = field.description or ""
+            if dotted in renames:
+                what += f" (was `{renames[dotted]}`)"
+            read_by = ", ".join(extra.get("readers", [])) or "-"
+            lines.append(f"| `{dotted}` | {default} | {read_by} | {flags or '-'} | {what} |")
+        lines.append("")
+    return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+def main() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (root / "config" / "schema.yaml").write_text(schema_text(), encoding="utf-8")
+    (root / "docs" / "settings.md").write_text(reference_text(), encoding="utf-8")
+    print("wrote config/schema.yaml and docs/settings.md")
+
+
+if __name__ == "__main__":
+    main()
+
+
+def bind(cls: type[Section], settings: Mapping[str, Any]) -> Any:
+    """A trainer's config (``cls``: its section's model plus ``seed``) from a config or a rule's part."""
+    from pydantic import ValidationError
+
+    from ragd_train.errors import InputError
+
+    name = cls.SECTION  # type: ignore[attr-defined]
+    values = {**dict(settings.get(name) or {}), "seed": settings.get("seed", SEED_DEFAULT)}
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        field = where if where == "seed" else f"{name}.{where}"
+        raise InputError(f"invalid value: {error['msg']}", path="config", field=field) from None

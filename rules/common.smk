@@ -6,7 +6,7 @@ from snakemake.utils import min_version, validate
 
 from ragd_train.config import resolve_corpus, validate_config
 from ragd_train.errors import RagdTrainError
-from ragd_train.generate.snapshot import file_sha256, snapshot_digest, sync_snapshot
+from ragd_train.snapshot import file_sha256, snapshot_digest, sync_snapshot
 from ragd_train.staging import (
     backup_models,
     finish_backups,

@@ -1,12 +1,12 @@
 # RAFT training data and a LoRA adapter for ragd's chat model: models/{corpus}-llm.
-# training.llm_backend picks the trainer; `auto` is resolved here, once, while the workflow is
+# llm.backend picks the trainer; `auto` is resolved here, once, while the workflow is
 # read: Apple Silicon -> mlx, an NVIDIA driver -> unsloth, otherwise peft (CPU). Each backend has
 # its own rule (own conda env and resources); the ruleorder below lets the resolved backend's rule
 # build the target. A Slurm login node usually has no GPU: set the backend explicitly there
-# (`--config 'training={llm_backend: unsloth}'`). RAGD_TRAIN_PLATFORM=apple|cuda|cpu overrides detection.
+# (`--config 'llm={backend: unsloth}'`). RAGD_TRAIN_PLATFORM=apple|cuda|cpu overrides detection.
 from ragd_train.llm.backend import resolve_backend
 
-LLM_BACKEND = resolve_backend(config["training"]["llm_backend"])
+LLM_BACKEND = resolve_backend(config["llm"]["backend"])
 
 
 rule build_raft:

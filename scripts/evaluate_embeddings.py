@@ -10,7 +10,7 @@ with rule_log(snakemake):
     llm, note = connect_judge(settings)
     report = evaluate_models(
         snakemake.input.model,
-        settings["training"]["embedding_base_model"],
+        settings["embeddings"]["base_model"],
         snakemake.input.test,
         snakemake.input.snapshot,
         require_improvement=evaluation["require_improvement"],

@@ -23,7 +23,7 @@ with rule_log(snakemake):
     report = evaluate_rerankers(
         snakemake.input.reranker,
         snakemake.input.embeddings,
-        settings["training"]["embedding_base_model"],
+        settings["embeddings"]["base_model"],
         reranker["base_model"],
         snakemake.input.test,
         snakemake.input.snapshot,

@@ -2,15 +2,16 @@
 
 from ragd_train.llm.lora import train_lora
 from ragd_train.llm.lora_config import LoraTrainingConfig
-from ragd_train.llm.modelfile import ragd_llm_hint
 from ragd_train.progress import rule_log
+from ragd_train.ragd.hints import ragd_llm_hint
+from ragd_train.settings import bind
 
 with rule_log(snakemake):
     train_lora(
         snakemake.input.raft,
         snakemake.input.test,
         snakemake.output.model,
-        LoraTrainingConfig.from_workflow(snakemake.params.settings),
+        bind(LoraTrainingConfig, snakemake.params.settings),
         snakemake.params.backend,
         threads=snakemake.threads,
     )

@@ -19,8 +19,8 @@ from ragd_train import runner
 from ragd_train.cli import main
 from ragd_train.config import deep_merge, workflow_dir
 from ragd_train.errors import RagdTrainError
-from ragd_train.generate.snapshot import read_source
 from ragd_train.jsonl_io import read_jsonl
+from ragd_train.snapshot import read_source
 
 try:
     from tests.conftest import DEMO
@@ -152,7 +152,7 @@ def test_generate_data_command_line(tmp_path: Path, commands: Captured) -> None:
     configfiles = option_values(cmd, "--configfile")
     assert configfiles[:2] == [str(workflow_dir() / "config" / "config.yaml"), str(extra)]
     assert declared_overrides(cmd, [extra]) == {
-        "training": {"queries_per_chunk": 3, "hard_negatives_per_query": 4, "query_generator": "nollm"}
+        "generate": {"queries_per_chunk": 3, "hard_negatives_per_query": 4, "query_generator": "nollm"}
     }
     assert cmd[cmd.index("--") + 1 :] == ["training_data/demo/train.jsonl", "training_data/demo/test.jsonl"]
     assert kwargs["env"]["PYTHONUNBUFFERED"] == "1" and kwargs["check"] is False
@@ -197,7 +197,7 @@ def test_generate_data_passes_overrides_to_run_targets(tmp_path: Path, targets: 
     assert ws == tmp_path.resolve()
     assert kwargs == {
         "configfiles": (),
-        "overrides": {"training": {"hard_negatives_per_query": 0}},
+        "overrides": {"generate": {"hard_negatives_per_query": 0}},
         "cores": None,
         "jobs": None,
         "profile": None,
@@ -249,13 +249,13 @@ def test_embeddings_flags(tmp_path: Path, targets: Captured) -> None:
     names, _, kwargs = targets.only
     assert names == ["models/demo-embeddings"]
     assert kwargs["overrides"] == {
-        "training": {
-            "embedding_base_model": str(base),
-            "embedding_epochs": 2,
-            "embedding_budget_minutes": 2.5,
-            "embedding_max_steps": 40,
-            "embedding_batch_size": 8,
-            "embedding_learning_rate": 1e-4,
+        "embeddings": {
+            "base_model": str(base),
+            "epochs": 2,
+            "budget_minutes": 2.5,
+            "max_steps": 40,
+            "batch_size": 8,
+            "learning_rate": 1e-4,
             "matryoshka_dims": [64, 32],
         }
     }
@@ -279,16 +279,16 @@ def test_a_dry_run_reports_what_the_real_run_would_refuse(
 
 def test_a_bad_base_model_in_a_config_file_names_its_line(tmp_path: Path, targets: Captured) -> None:
     mine = tmp_path / "mine.yaml"
-    mine.write_text("seed: 3\ntraining:\n  embedding_base_model: nope/typo\n")
+    mine.write_text("seed: 3\nembeddings:\n  base_model: nope/typo\n")
     result = ragd("embeddings", "--configfile", mine, "-n", "--workspace", tmp_path)
-    assert result.exit_code == 1 and f"{mine}:3: field 'training.embedding_base_model'" in result.output
+    assert result.exit_code == 1 and f"{mine}:3: field 'embeddings.base_model'" in result.output
     assert targets == []
 
 
 @pytest.mark.parametrize(("value", "parsed"), [("auto", "auto"), ("none", "none"), ("128", [128])])
 def test_matryoshka_dims_keywords(value: str, parsed: Any, tmp_path: Path, targets: Captured) -> None:
     assert ragd("embeddings", "--matryoshka-dims", value, "--workspace", tmp_path, "-n").exit_code == 0
-    assert targets.only[2]["overrides"] == {"training": {"matryoshka_dims": parsed}}
+    assert targets.only[2]["overrides"] == {"embeddings": {"matryoshka_dims": parsed}}
 
 
 @pytest.mark.parametrize("value", ["abc", "64,x", "64,,32"])
@@ -337,7 +337,7 @@ def test_source_and_path_declare_a_corpus(
     assert targets[1][0] == ["models/mine-embeddings"]
     assert targets[1][2]["overrides"] == {
         "corpora": {"mine": {"source": "jsonl", "path": str(tmp_path / "c.jsonl")}},
-        "training": {"embedding_epochs": 1},
+        "embeddings": {"epochs": 1},
     }
 
 
@@ -393,12 +393,11 @@ def test_snapshot_command_and_config_errors(
     assert ragd(*args).output.endswith(": unchanged\n")
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("training:\n  embedding_epochs: 0\n")
+    bad.write_text("embeddings:\n  epochs: 0\n")
     result = ragd("snapshot", "--configfile", bad, "--workspace", ws)
     assert result.exit_code == 1
     assert result.stderr == (
-        f"Error: {bad}:2: field 'training.embedding_epochs': "
-        "invalid config value: 0 is less than the minimum of 1\n"
+        f"Error: {bad}:2: field 'embeddings.epochs': invalid config value: 0 is less than the minimum of 1\n"
     )
     unknown = ragd("snapshot", "--corpus", "nope", "--workspace", ws)
     assert unknown.exit_code == 1
@@ -431,10 +430,10 @@ def test_flag_values_keep_their_types_on_the_command_line(tmp_path: Path, comman
     generate = commands.only[0]
     ragd("embeddings", "--epochs", "2", "--matryoshka-dims", "64,32", "--workspace", tmp_path / "b", "-n")
     embed = commands[1][0]
-    assert effective_config(generate)["training"]["queries_per_chunk"] == 3
-    assert effective_config(generate)["training"]["hard_negatives_per_query"] == 4
-    assert effective_config(embed)["training"]["embedding_epochs"] == 2
-    assert effective_config(embed)["training"]["matryoshka_dims"] == [64, 32]
+    assert effective_config(generate)["generate"]["queries_per_chunk"] == 3
+    assert effective_config(generate)["generate"]["hard_negatives_per_query"] == 4
+    assert effective_config(embed)["embeddings"]["epochs"] == 2
+    assert effective_config(embed)["embeddings"]["matryoshka_dims"] == [64, 32]
 
 
 def test_dry_run_without_configfile_in_a_bare_workspace(
@@ -461,7 +460,7 @@ def test_generate_data_end_to_end_then_nothing_to_do(
     settings = {
         "corpora": {"demo": {"limit": 6}},  # the shipped demo, found relative to the workflow
         "mining": {"model": str(tiny_model)},
-        "training": {"query_generator": "nollm"},  # never probe a real local Ollama
+        "generate": {"query_generator": "nollm"},  # never probe a real local Ollama
     }
     config.write_text(yaml.safe_dump(settings))
     output = tmp_path / "training_data.json"
@@ -533,17 +532,15 @@ def test_llm_flags(tmp_path: Path, targets: Captured) -> None:
     names, _, kwargs = targets.only
     assert names == ["models/demo-llm"]
     assert kwargs["overrides"] == {
-        "training": {
-            "llm_backend": "mlx",
-            "llm_base_model": "smollm2:135m",
-            "training_epochs": 2,
+        "llm": {
+            "backend": "mlx",
+            "base_model": "smollm2:135m",
+            "epochs": 2,
             "lora_rank": 8,
             "lora_alpha": 16,
-            "llm_learning_rate": 1e-4,
-            "raft_distractors": 2,
-            "raft_oracle_fraction": 0.6,
-            "raft_answers": "extractive",
-        }
+            "learning_rate": 1e-4,
+        },
+        "raft": {"distractors": 2, "oracle_fraction": 0.6, "answers": "extractive"},
     }
     assert ragd("llm", "--backend", "tpu").exit_code == 2
 
@@ -593,7 +590,9 @@ def test_evaluate_maps_rerankers_and_adapters_onto_their_reports(
 def test_a_bad_flag_value_is_reported_against_the_flag(tmp_path: Path, targets: Captured) -> None:
     result = ragd("embeddings", "--learning-rate", "-1", "--workspace", tmp_path, "-n")
     assert result.exit_code == 2, result.output
-    assert "--learning-rate:" in result.output and "overrides-" not in result.output
+    # the bound is the setting's own declaration (embeddings.learning_rate > 0), checked by click
+    assert "'--learning-rate': -1.0 is not in the range x>0" in result.output
+    assert "overrides-" not in result.output
     assert not targets, "nothing ran"
 
 
@@ -610,7 +609,7 @@ def test_output_onto_an_existing_directory_is_refused_before_the_build(
 
 def test_a_yaml_syntax_error_names_its_file_and_line(tmp_path: Path, targets: Captured) -> None:
     bad = tmp_path / "mine.yaml"
-    bad.write_text("training:\n  queries_per_chunk: [1,\n")
+    bad.write_text("generate:\n  queries_per_chunk: [1,\n")
     result = ragd("generate-data", "--configfile", bad, "--workspace", tmp_path / "ws")
     assert result.exit_code == 1 and f"{bad}:3: invalid YAML" in result.output, result.output
     assert not targets

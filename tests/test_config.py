@@ -17,6 +17,7 @@ from ragd_train.config import (
     validate_config,
 )
 from ragd_train.errors import InputError
+from ragd_train.settings import SECTIONS
 
 
 def write(path: Path, text: str) -> Path:
@@ -30,13 +31,13 @@ def write(path: Path, text: str) -> Path:
 def test_defaults_filled_from_the_schema() -> None:
     config = validate_config({"corpora": {"mine": {"source": "jsonl", "path": "x.jsonl"}}})
     assert config["seed"] == 42
-    assert config["training"]["query_generator"] == "auto"
-    assert config["training"]["nollm_strategies"] == ["heading", "ict", "keywords"]
-    assert config["training"]["embedding_epochs"] == 1
-    assert config["training"]["embedding_budget_minutes"] == 10
-    assert config["training"]["embedding_max_steps"] is None
+    assert config["generate"]["query_generator"] == "auto"
+    assert config["generate"]["nollm_strategies"] == ["heading", "ict", "keywords"]
+    assert config["embeddings"]["epochs"] == 1
+    assert config["embeddings"]["budget_minutes"] == 10
+    assert config["embeddings"]["max_steps"] is None
     assert config["evaluation"]["mode"] == "hybrid" and config["evaluation"]["require_significant"]
-    assert config["training"]["matryoshka_dims"] == "auto"
+    assert config["embeddings"]["matryoshka_dims"] == "auto"
     assert config["mining"] == {
         "model": "sentence-transformers/all-MiniLM-L6-v2",
         "candidates": 50,
@@ -77,17 +78,17 @@ def test_ollama_host_and_model_come_from_ragds_config(
 
 def test_default_lists_are_not_shared_between_configs() -> None:
     a = validate_config({"corpora": {"m": {"source": "jsonl", "path": "x"}}})
-    a["training"]["nollm_strategies"].append("crop")
+    a["generate"]["nollm_strategies"].append("crop")
     b = validate_config({"corpora": {"m": {"source": "jsonl", "path": "x"}}})
-    assert b["training"]["nollm_strategies"] == ["heading", "ict", "keywords"]
+    assert b["generate"]["nollm_strategies"] == ["heading", "ict", "keywords"]
 
 
 def test_shipped_config_is_valid_and_every_schema_default_applies() -> None:
     config = load_config()
-    assert set(config) == {"seed", "corpora", "training", "mining", "reranker", "evaluation", "ollama"}
+    assert set(config) == {"seed", "corpora", *SECTIONS}
     schema = yaml.safe_load(schema_path().read_text())
     shipped = yaml.safe_load(default_config_path().read_text())
-    for section in ("training", "mining", "reranker", "evaluation", "ollama"):
+    for section in SECTIONS:
         for key, sub in schema["properties"][section]["properties"].items():
             assert key in config[section], f"{section}.{key} has no value"
             if key not in shipped.get(section, {}) and "default" in sub:
@@ -96,12 +97,12 @@ def test_shipped_config_is_valid_and_every_schema_default_applies() -> None:
 
 
 def test_extra_files_and_overrides_merge_in_order(tmp_path: Path) -> None:
-    one = write(tmp_path / "one.yaml", "training:\n  queries_per_chunk: 4\n  test_ratio: 0.3\n")
-    two = write(tmp_path / "two.yaml", "training:\n  queries_per_chunk: 6\nseed: 1\n")
-    config = load_config([one, two], {"training": {"test_ratio": 0.5}})
-    assert config["training"]["queries_per_chunk"] == 6
-    assert config["training"]["test_ratio"] == 0.5
-    assert config["training"]["embedding_epochs"] == 1  # from config.yaml, untouched
+    one = write(tmp_path / "one.yaml", "generate:\n  queries_per_chunk: 4\n  test_ratio: 0.3\n")
+    two = write(tmp_path / "two.yaml", "generate:\n  queries_per_chunk: 6\nseed: 1\n")
+    config = load_config([one, two], {"generate": {"test_ratio": 0.5}})
+    assert config["generate"]["queries_per_chunk"] == 6
+    assert config["generate"]["test_ratio"] == 0.5
+    assert config["embeddings"]["epochs"] == 1  # the default, untouched
     assert config["seed"] == 1
     assert config["corpora"]["demo"]["path"] == "data/demo"
 
@@ -110,13 +111,15 @@ def test_extra_files_and_overrides_merge_in_order(tmp_path: Path) -> None:
 
 
 def test_invalid_value_names_file_line_and_field(tmp_path: Path) -> None:
-    bad = write(tmp_path / "bad.yaml", "seed: 3\ntraining:\n  queries_per_chunk: 2\n  embedding_epochs: 0\n")
+    bad = write(
+        tmp_path / "bad.yaml", "seed: 3\ngenerate:\n  queries_per_chunk: 2\nembeddings:\n  epochs: 0\n"
+    )
     with pytest.raises(InputError) as info:
         load_config([bad])
     err = info.value
-    assert (err.path, err.line, err.field) == (str(bad), 4, "training.embedding_epochs")
+    assert (err.path, err.line, err.field) == (str(bad), 5, "embeddings.epochs")
     message = str(err)
-    assert message.startswith(f"{bad}:4: field 'training.embedding_epochs': ")
+    assert message.startswith(f"{bad}:5: field 'embeddings.epochs': ")
     assert "minimum of 1" in message and "\n" not in message
 
 
@@ -124,8 +127,9 @@ def test_invalid_value_names_file_line_and_field(tmp_path: Path) -> None:
     ("text", "line", "field", "words"),
     [
         ("mining:\n  bm25_weight: -1\n", 2, "mining.bm25_weight", "minimum"),
-        ("training:\n  query_generator: gpt\n", 2, "training.query_generator", "gpt"),
-        ("training:\n  matryoshka_dims: [64, 4]\n", 2, "training.matryoshka_dims", "64"),
+        ("generate:\n  query_generator: gpt\n", 2, "generate.query_generator", "gpt"),
+        ("embeddings:\n  matryoshka_dims: [64, 4]\n", 2, "embeddings.matryoshka_dims", "64"),
+        ("training:\n  matryoshka_dims: [64, 4]\n", 2, "embeddings.matryoshka_dims", "64"),  # deprecated name
         ("corpora:\n  demo:\n    source: chroma\n", 3, "corpora.demo.source", "chroma"),
         ("ollama:\n  timeout: 0\n", 2, "ollama.timeout", "0"),
         ("corpora:\n  mine:\n    path: a\n  bad name!:\n    path: b\n", 4, "corpora.bad name!", "bad name!"),
@@ -140,11 +144,14 @@ def test_invalid_values_in_yaml(tmp_path: Path, text: str, line: int, field: str
 
 
 def test_unknown_keys_and_missing_keys_rejected(tmp_path: Path) -> None:
-    typo = write(tmp_path / "typo.yaml", "training:\n  embeding_epochs: 2\n")
+    typo = write(tmp_path / "typo.yaml", "embeddings:\n  epoch: 2\n")
     with pytest.raises(InputError) as info:
         load_config([typo])
-    assert info.value.field in ("training", "training.embeding_epochs")
-    assert "'embeding_epochs' was unexpected" in str(info.value) and "\n" not in str(info.value)
+    assert info.value.field == "embeddings.epoch"
+    assert "'epoch' was unexpected" in str(info.value) and "\n" not in str(info.value)
+    old = write(tmp_path / "old.yaml", "training:\n  embeding_epochs: 2\n")  # no such old name either
+    with pytest.raises(InputError, match="'embeding_epochs' was unexpected"):
+        load_config([old])
     root = write(tmp_path / "root.yaml", "trainig:\n  queries_per_chunk: 3\n")
     with pytest.raises(InputError, match="'trainig' was unexpected"):
         load_config([root])
@@ -172,8 +179,8 @@ def test_mapping_errors_name_the_yaml_file_and_line(tmp_path: Path, text: str, l
 
 def test_invalid_override_blames_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
-        load_config(overrides={"training": {"embedding_epochs": 0}})
-    assert info.value.path == "command line" and info.value.field == "training.embedding_epochs"
+        load_config(overrides={"embeddings": {"epochs": 0}})
+    assert info.value.path == "command line" and info.value.field == "embeddings.epochs"
 
 
 def test_chunk_overlap_must_be_below_chunk_size(tmp_path: Path) -> None:
@@ -274,3 +281,37 @@ def test_chunk_overlap_error_names_the_file_and_line_that_set_it(tmp_path: Path)
         load_config([mine])
     assert (err.value.path, err.value.line, err.value.field) == (str(mine), 4, "corpora.demo.chunk_overlap")
     assert "300 must be smaller than chunk_size 200" in str(err.value)
+
+
+# ---------------------------------------------------------------- deprecated names
+
+
+def test_old_names_are_read_for_one_release_and_reported_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ragd_train import settings
+
+    settings._REPORTED.clear()
+    old = write(tmp_path / "old.yaml", "seed: 1\ntraining:\n  training_epochs: 2\n  embedding_max_steps: 7\n")
+    config = load_config([old])
+    assert config["llm"]["epochs"] == 2 and config["embeddings"]["max_steps"] == 7
+    assert "training" not in config
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"ragd-train: {old}:3: training.training_epochs is deprecated, use llm.epochs "
+        "(the old name is read until the next release)",
+        f"ragd-train: {old}:4: training.embedding_max_steps is deprecated, use embeddings.max_steps "
+        "(the old name is read until the next release)",
+    ]
+    load_config([old])
+    assert capsys.readouterr().err == ""  # once per process
+
+
+def test_a_setting_under_both_names_must_agree(tmp_path: Path) -> None:
+    both = write(tmp_path / "both.yaml", "llm:\n  epochs: 1\ntraining:\n  training_epochs: 2\n")
+    with pytest.raises(InputError) as info:
+        load_config([both], quiet=True)
+    assert (info.value.line, info.value.field) == (4, "training.training_epochs")
+    assert "keep only llm.epochs" in str(info.value)
+    same = write(tmp_path / "same.yaml", "llm:\n  epochs: 2\ntraining:\n  training_epochs: 2\n")
+    assert load_config([same], quiet=True)["llm"]["epochs"] == 2

@@ -1,6 +1,6 @@
 """The one policy for reaching Ollama: the client when it answers and has the model, else why not.
 
-A setting that asked for Ollama by name (``query_generator: ollama``, ``raft_answers: ollama``) makes
+A setting that asked for Ollama by name (``generate.query_generator: ollama``, ``raft.answers: ollama``) makes
 an unreachable server an error that says how to start it and which value does without it; everywhere
 else the caller falls back and reports the reason.
 """

@@ -8,7 +8,7 @@ since importing it imports those dependencies. transformers reads GGUF through t
 and de-quantizes the weights to float32.
 
 A 135M model does not follow the query-writing prompt of
-:mod:`ragd_train.generate.llm`: asked for a JSON array it mostly copies the passage. When
+:mod:`ragd_train.chat.query_prompt`: asked for a JSON array it mostly copies the passage. When
 ``chat(json_format=True)`` gets that prompt, this backend writes each question separately instead,
 with a simpler prompt and the answer started with a question word ("How", "What", ...), keeps the
 answers that are questions, and returns them as a JSON array. Other JSON requests get the answer
@@ -26,8 +26,8 @@ import string
 from pathlib import Path
 from typing import Any
 
+from ragd_train.chat.query_prompt import QUERY_PROMPT
 from ragd_train.errors import RagdTrainError
-from ragd_train.generate.llm import QUERY_PROMPT
 
 __all__ = ["KNOWN_GGUF", "LOCAL_PROMPT_VERSION", "LocalChatLLM", "resolve_local_model"]
 
@@ -169,7 +169,7 @@ def resolve_local_model(model: str) -> Path:
         tried.append(f"packages (none ships {model_id}; known: {', '.join(KNOWN_GGUF)})")
     raise RagdTrainError(
         f"local model {model!r} not found; tried {', '.join(tried)}. Install the default one with "
-        f"`{INSTALL_HINT}`, or set training.local_model to a model directory or .gguf file"
+        f"`{INSTALL_HINT}`, or set generate.local_model to a model directory or .gguf file"
     )
 
 

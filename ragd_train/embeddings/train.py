@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, record_lines, write_json
 from ragd_train.metadata import base_metadata, run_stats
+from ragd_train.settings import SEED_DEFAULT, EmbeddingsSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 from ragd_train.training import TrainingBudget, plan_message, plan_training, trainer_arguments
 
@@ -24,42 +24,11 @@ DISTILL_LOSSES = ("margin_mse", "distill_kl")
 DISTILL_TEMPERATURE = 0.05
 
 
-@dataclass
-class EmbeddingTrainingConfig:
-    """Everything that decides the trained weights."""
+class EmbeddingTrainingConfig(EmbeddingsSettings):
+    """The ``embeddings`` settings and the seed: everything that decides the trained weights."""
 
-    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_seq_length: int = 128
-    budget_minutes: float = 10.0  # 0 = no time limit; the epochs still bound the steps
-    max_steps: int | None = None  # a fixed step count (reproducible anywhere); overrides the budget
-    loss: str = "auto"  # auto | mnrl | cached_mnrl | margin_mse | distill_kl
-    mini_batch_size: int = 16
-    hard_negatives: int = 1
-    matryoshka_dims: str | list[int] = "auto"
-    seed: int = 42
-
-    @classmethod
-    def from_workflow(cls, config: dict[str, Any]) -> EmbeddingTrainingConfig:
-        t = config["training"]
-        return cls(
-            base_model=t["embedding_base_model"],
-            epochs=t["embedding_epochs"],
-            batch_size=t["embedding_batch_size"],
-            learning_rate=float(t["embedding_learning_rate"]),
-            warmup_ratio=t["embedding_warmup_ratio"],
-            max_seq_length=t["embedding_max_seq_length"],
-            budget_minutes=float(t["embedding_budget_minutes"]),
-            max_steps=t["embedding_max_steps"],
-            loss=t["embedding_loss"],
-            mini_batch_size=t["embedding_mini_batch_size"],
-            hard_negatives=t["embedding_hard_negatives"],
-            matryoshka_dims=t["matryoshka_dims"],
-            seed=config["seed"],
-        )
+    SECTION: ClassVar[str] = "embeddings"
+    seed: int = SEED_DEFAULT
 
 
 def matryoshka_dims(requested: str | list[int], model_dim: int) -> list[int]:
@@ -76,7 +45,7 @@ def matryoshka_dims(requested: str | list[int], model_dim: int) -> list[int]:
         raise InputError(
             f"{too_big} exceed the model's embedding dimension {model_dim}",
             path="config",
-            field="training.matryoshka_dims",
+            field="embeddings.matryoshka_dims",
         )
     return sorted(set(requested) | {model_dim}, reverse=True)
 
@@ -338,7 +307,7 @@ def train_embeddings(
             trainer,
             accumulation,
             steps_per_epoch,
-            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "training.embedding_"),
+            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "embeddings."),
             cfg.seed,
             history,
         )
@@ -351,7 +320,7 @@ def train_embeddings(
         model.max_seq_length = served_length  # trained on shorter texts, still reads whole chunks
         save_model_files(model, staging)
         meta = base_metadata(
-            "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, asdict(cfg), cfg.seed
+            "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, cfg.model_dump(), cfg.seed
         )
         meta.update(
             {
@@ -376,10 +345,3 @@ def train_embeddings(
         meta["peak_memory_mb"],
     )
     return meta
-
-
-def ragd_config_hint(model_dir: str | Path, dimension: int, folders: list[str] | None = None) -> str:
-    """The ragd 1.0.10 commands that switch ragd to the model and re-embed its index."""
-    from ragd_train.ragd.config import switch_message
-
-    return switch_message(Path(model_dir), dimension, folders or [])

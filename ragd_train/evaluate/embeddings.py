@@ -6,7 +6,6 @@ the difference, RAGAS ID-based context precision/recall, a promotion gate, JSON/
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,8 +15,10 @@ import numpy as np
 
 from ragd_train.errors import RagdTrainError
 from ragd_train.evaluate.report import conclude, write
-from ragd_train.generate.snapshot import load_snapshot
 from ragd_train.jsonl_io import atomic_open, read_records
+from ragd_train.metadata import metadata_path, read_metadata
+from ragd_train.ragd.search import HybridSearch
+from ragd_train.snapshot import load_snapshot
 from ragd_train.stats import paired_bootstrap, sign_flip_test
 
 log = logging.getLogger("ragd_train")
@@ -54,8 +55,8 @@ def corpus_from_test(test_path: str | Path) -> list[dict[str, Any]]:
 
 def model_dims(model_dir: str | Path, full: int) -> list[int]:
     """The model's Matryoshka dims from its metadata (full dim first), else just the full dim."""
-    meta_path = Path(model_dir) / "training_metadata.json"
-    dims = json.loads(meta_path.read_text()).get("matryoshka_dims") if meta_path.exists() else None
+    meta_path = metadata_path(model_dir)
+    dims = read_metadata(meta_path, partial=True).matryoshka_dims if meta_path.exists() else None
     return sorted(set(dims or []) | {full}, reverse=True)
 
 
@@ -187,71 +188,6 @@ def load_questions(
 def to_documents(ranked: list[list[str]], document_of: dict[str, str]) -> list[list[str]]:
     """Chunk rankings as document rankings: each document at the rank of its best chunk."""
     return [list(dict.fromkeys(document_of[c] for c in row)) for row in ranked]
-
-
-class HybridSearch:
-    """ragd's hybrid search over the snapshot's chunks: its SQLite FTS5 ``BM25Index`` and its
-    ``reciprocal_rank_fusion`` of the dense and keyword lists, each fetched to ``limit`` times
-    ragd's ``rrf_fetch_multiplier``. Without ragd installed, the same fusion over ragd-train's
-    own BM25 (``implementation`` says which ran)."""
-
-    FETCH_MULTIPLIER = 3  # ragd 1.0.10 search_tuning.rrf_fetch_multiplier
-    RRF_K = 60  # ragd 1.0.10 search.rrf_k
-
-    def __init__(self, chunks: list[dict[str, Any]], workdir: Path) -> None:
-        self.ids = [c["chunk_id"] for c in chunks]
-        try:
-            import ragd
-            from ragd.search.bm25 import BM25Index
-            from ragd.search.hybrid import reciprocal_rank_fusion
-        except ImportError:
-            from ragd_train.generate.bm25 import BM25
-
-            self._ours = BM25([c["text"] for c in chunks])
-            self._fuse = _rrf
-            self.implementation = "ragd-train BM25 + reciprocal rank fusion (ragd is not installed)"
-        else:
-            self._ours = None
-            self._index = BM25Index(workdir / "bm25.sqlite3")
-            by_doc: dict[str, list[tuple[str, str]]] = {}
-            for c in chunks:
-                by_doc.setdefault(c["document_id"], []).append((c["chunk_id"], c["text"]))
-            for doc, items in by_doc.items():
-                self._index.add_chunks(doc, items)
-            self._fuse = reciprocal_rank_fusion
-            self.implementation = (
-                f"ragd {getattr(ragd, '__version__', '?')} BM25Index + reciprocal_rank_fusion"
-            )
-
-    def keyword(self, queries: list[str], fetch: int) -> list[list[str]]:
-        if self._ours is not None:
-            scores = self._ours.scores(queries)
-            out = []
-            for row in scores:
-                top = np.argsort(-row, kind="stable")[:fetch]
-                out.append([self.ids[i] for i in top if row[i] > 0])
-            return out
-        return [[r.chunk_id for r in self._index.search(q, limit=fetch)] for q in queries]
-
-    def rank(self, queries: list[str], dense: list[list[str]], limit: int) -> list[list[str]]:
-        """The top ``limit`` chunk ids that ragd's hybrid search returns for each query."""
-        fetch = limit * self.FETCH_MULTIPLIER
-        keyword = self.keyword(queries, fetch)
-        # ragd's FTS5 query ANDs every term: a question's words rarely all occur in one chunk
-        self.keyword_share = sum(bool(k) for k in keyword) / max(1, len(keyword))
-        fused = []
-        for sem, kw in zip(dense, keyword, strict=True):
-            lists = [[(c, 0.0) for c in ranking[:fetch]] for ranking in (sem, kw) if ranking]
-            fused.append([c for c, _ in self._fuse(lists, k=self.RRF_K)[:limit]] if lists else [])
-        return fused
-
-
-def _rrf(rankings: list[list[tuple[str, float]]], k: int = 60) -> list[tuple[str, float]]:
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, (item, _) in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
-    return sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
 
 
 def _metric_rows(

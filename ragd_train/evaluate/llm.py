@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import re
 import time
@@ -36,7 +35,9 @@ from ragd_train.chat.verdict import VERDICT_SCHEMA, is_verdict, parse_verdict
 from ragd_train.errors import RagdTrainError
 from ragd_train.evaluate.report import conclude, write
 from ragd_train.jsonl_io import read_jsonl
-from ragd_train.llm.raft import ANSWER_PREFIX, CITATION, NO_INFORMATION, QUOTE, from_display, verify_answer
+from ragd_train.llm.raft import ANSWER_PREFIX, QUOTE, from_display, verify_answer
+from ragd_train.metadata import read_metadata
+from ragd_train.ragd.prompts import CITATION, NO_INFORMATION
 from ragd_train.stats import paired_bootstrap, sign_flip_test
 
 log = logging.getLogger("ragd_train")
@@ -163,12 +164,12 @@ def load_generators(model_dir: str | Path, max_new_tokens: int) -> tuple[Generat
     from ragd_train.llm.base_models import resolve_weights
 
     model_dir = Path(model_dir)
-    meta = json.loads((model_dir / "training_metadata.json").read_text())
+    meta = read_metadata(model_dir, need=("backend", "base_model")).model_dump()
     backend, base = meta["backend"], meta["base_model"]
     if backend == "unsloth":
         raise RagdTrainError(
             f"{model_dir}: an Unsloth adapter (4-bit base) is evaluated on a CUDA GPU; run this rule there "
-            "(profiles/slurm) or train with training.llm_backend: peft"
+            "(profiles/slurm) or train with llm.backend: peft"
         )
     weights = resolve_weights(base, backend)
     make = _mlx_generators if backend == "mlx" else _peft_generators

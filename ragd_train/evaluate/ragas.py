@@ -106,7 +106,7 @@ def make_ragas_embeddings(model: Any) -> Any:
 
 def rag_answer(llm: Any, cache: GenerationCache, query: str, chunks: list[dict[str, Any]], seed: int) -> str:
     """The answer ragd's chat model would give from ``chunks`` (ragd's prompt and context layout)."""
-    from ragd_train.llm.raft import Source, chunk_filename, format_context, system_prompt, user_message
+    from ragd_train.ragd.prompts import Source, chunk_filename, format_context, system_prompt, user_message
 
     sources = [
         Source(c["chunk_id"], str(c.get("document_id", c["chunk_id"])), chunk_filename(c), c["text"], "", "")

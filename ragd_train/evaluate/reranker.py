@@ -13,7 +13,8 @@ import numpy as np
 
 from ragd_train.errors import RagdTrainError
 from ragd_train.evaluate.report import conclude, write
-from ragd_train.reranker.scoring import PairScorer, model_kind
+from ragd_train.hub import model_kind
+from ragd_train.reranker.scoring import PairScorer
 from ragd_train.reranker.train import DEFAULT_FALLBACK, HEADLINE, KS
 
 log = logging.getLogger("ragd_train")
@@ -70,7 +71,7 @@ def evaluate_rerankers(
     from ragd_train.encoding import encode, load_encoder
     from ragd_train.evaluate.embeddings import corpus_from_test, load_questions, load_test_set, to_documents
     from ragd_train.evaluate.ir_metrics import METRICS, normalize, recall_at_k, retrieve
-    from ragd_train.generate.snapshot import load_snapshot
+    from ragd_train.snapshot import load_snapshot
 
     start = time.monotonic()
     queries, qrels_map = load_test_set(test_path)

@@ -13,9 +13,9 @@ from typing import Any
 from ragd_train.cache import GenerationCache
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.generate.queries import QUERY_FIELDS
-from ragd_train.generate.snapshot import load_snapshot
 from ragd_train.jsonl_io import read_jsonl, record_lines, write_json, write_jsonl
 from ragd_train.progress import track
+from ragd_train.snapshot import load_snapshot
 
 log = logging.getLogger("ragd_train")
 
@@ -32,7 +32,7 @@ def build_training_data(
     generation_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mine hard negatives, apply the quality filter, split by document and write train/test."""
-    training, seed = config["training"], config["seed"]
+    generate, seed = config["generate"], config["seed"]
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     chunks = load_snapshot(snapshot_path)
@@ -41,14 +41,14 @@ def build_training_data(
     mined, pairs, encoder = _mine(chunks, queries, index, config, cache_dir, timings)
 
     t = time.monotonic()
-    judge = _make_judge(config, cache_dir) if training["quality_filter"] else None
+    judge = _make_judge(config, cache_dir) if generate["quality_filter"] else None
     records: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
     for q, result, pair in track(list(zip(queries, mined, pairs, strict=True)), "filtering"):
         chunk = chunks[index[q["chunk_id"]]]
         verdict = (
             _verdict(judge, q, chunk, result, config["mining"]["roundtrip_top_k"])
-            if training["quality_filter"]
+            if generate["quality_filter"]
             else {"method": "none", "kept": True}
         )
         if verdict["kept"]:
@@ -59,11 +59,11 @@ def build_training_data(
     if not records:
         raise RagdTrainError(f"the quality filter dropped all {len(queries)} queries ({dict(dropped)})")
 
-    train, test = split_by_document(records, training["test_ratio"], seed)
+    train, test = split_by_document(records, generate["test_ratio"], seed)
     write_jsonl(train_path, train)
     write_jsonl(test_path, test)
     timings["total_s"] = time.monotonic() - t0
-    short = Counter(len(r["negatives"]) < training["hard_negatives_per_query"] for r in records)[True]
+    short = Counter(len(r["negatives"]) < generate["hard_negatives_per_query"] for r in records)[True]
     log.info(
         "kept %d of %d queries (dropped %s); train %d, test %d; %d records have fewer than %d negatives",
         len(records),
@@ -72,7 +72,7 @@ def build_training_data(
         len(train),
         len(test),
         short,
-        training["hard_negatives_per_query"],
+        generate["hard_negatives_per_query"],
     )
     stats = {
         "generation": generation_stats or {},
@@ -80,7 +80,7 @@ def build_training_data(
             "queries": len(queries),
             "kept": len(records),
             "dropped": dict(dropped),
-            "method": judge_method(judge, training),
+            "method": judge_method(judge, generate),
         },
         "split": {
             "train": len(train),
@@ -126,8 +126,8 @@ def _mine(
     timings: dict[str, float],
 ) -> tuple[list[Any], list[Any], Any]:
     """Hard negatives per query (dense fused with BM25) and, when asked, the teacher's pairs."""
+    from ragd_train.bm25 import BM25
     from ragd_train.encoding import CachedEncoder
-    from ragd_train.generate.bm25 import BM25
     from ragd_train.generate.mining import mine
 
     mining = config["mining"]
@@ -149,7 +149,7 @@ def _mine(
         bm25,
         positives,
         documents,
-        num_negatives=config["training"]["hard_negatives_per_query"],
+        num_negatives=config["generate"]["hard_negatives_per_query"],
         candidates=mining["candidates"],
         bm25_weight=mining["bm25_weight"],
         relative_margin=mining["relative_margin"],
@@ -228,8 +228,8 @@ def split_by_document(
     return train, test
 
 
-def judge_method(judge: Any, training: dict[str, Any]) -> str:
-    if not training["quality_filter"]:
+def judge_method(judge: Any, generate: dict[str, Any]) -> str:
+    if not generate["quality_filter"]:
         return "none"
     return "llm_judge" if judge is not None else "roundtrip"
 
@@ -238,7 +238,7 @@ def _make_judge(config: dict[str, Any], cache_dir: str | Path) -> Any | None:
     """The Ollama judge when Ollama answers and the queries are not no-LLM ones, else None (round-trip)."""
     from ragd_train.generate.llm import LLMJudge
 
-    if config["training"]["query_generator"] == "nollm":
+    if config["generate"]["query_generator"] == "nollm":
         return None
     from ragd_train.chat.connect import connect
 

@@ -8,21 +8,11 @@ import logging
 from typing import Any, Protocol
 
 from ragd_train.cache import CachedLLM, GenerationCache, cache_key
+from ragd_train.chat.query_prompt import QUERY_PROMPT, QUERY_PROMPT_VERSION
 from ragd_train.chat.verdict import VERDICT_SCHEMA, is_verdict, parse_verdict
 from ragd_train.generate.nollm import GeneratedQuery
 
 log = logging.getLogger("ragd_train")
-
-QUERY_PROMPT_VERSION = "queries-v1"
-QUERY_PROMPT = """You write search queries for a document retrieval system.
-Read the passage and write {n} different questions a user could type that this passage answers.
-Use the user's own words, not the passage's phrasing; each question must be answerable from the passage alone.
-Answer with a JSON array of {n} strings and nothing else.
-
-Passage:
-\"\"\"
-{text}
-\"\"\""""
 
 JUDGE_PROMPT_VERSION = "judge-v2"
 # The query and passage travel as one JSON object: quotes, braces and delimiters inside the

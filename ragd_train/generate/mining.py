@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ragd_train.generate.bm25 import BM25
+from ragd_train.bm25 import BM25
 
 log = logging.getLogger("ragd_train")
 RRF_K = 60

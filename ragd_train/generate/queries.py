@@ -10,9 +10,9 @@ from typing import Any
 
 from ragd_train.cache import GenerationCache
 from ragd_train.errors import RagdTrainError
-from ragd_train.generate.snapshot import load_snapshot
 from ragd_train.jsonl_io import write_jsonl
 from ragd_train.progress import track
+from ragd_train.snapshot import load_snapshot
 
 log = logging.getLogger("ragd_train")
 QUERY_FIELDS = ("query_id", "query", "chunk_id", "generator")
@@ -23,13 +23,13 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
     from ragd_train.generate.llm import LLMQueryGenerator
     from ragd_train.generate.nollm import NoLLMGenerator
 
-    training, seed = config["training"], config["seed"]
-    choice = training["query_generator"]
+    generate, seed = config["generate"], config["seed"]
+    choice = generate["query_generator"]
     cache = GenerationCache(cache_dir, "generations")
     if choice in ("auto", "ollama"):
         from ragd_train.chat.connect import connect
 
-        required_by = "training.query_generator" if choice == "ollama" else ""
+        required_by = "generate.query_generator" if choice == "ollama" else ""
         llm, problem = connect(config, required_by=required_by, instead="nollm")
         if llm is not None:
             return LLMQueryGenerator(llm, cache, temperature=config["ollama"]["temperature"], seed=seed)
@@ -38,7 +38,7 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
             raise RagdTrainError(
                 f"{problem}, and {made} of the corpus's {len(chunks)} chunks have LLM-written queries "
                 "in the cache: falling back would retrain on no-LLM queries instead. Start Ollama, or "
-                "set training.query_generator: nollm to replace them"
+                "set generate.query_generator: nollm to replace them"
             )
         message = f"{problem}: falling back to the no-LLM query generator"
         log.warning("%s", message)
@@ -46,9 +46,9 @@ def make_generator(chunks: list[dict[str, Any]], config: dict[str, Any], cache_d
     elif choice == "local":
         from ragd_train.chat.local import LocalChatLLM
 
-        llm = LocalChatLLM(training["local_model"], seed=seed, threads=1)  # more threads oversubscribe
+        llm = LocalChatLLM(generate["local_model"], seed=seed, threads=1)  # more threads oversubscribe
         return LLMQueryGenerator(llm, cache, temperature=config["ollama"]["temperature"], seed=seed)
-    return NoLLMGenerator(chunks, training["nollm_strategies"], seed=seed)
+    return NoLLMGenerator(chunks, generate["nollm_strategies"], seed=seed)
 
 
 def llm_made_chunks(chunks: list[dict[str, Any]], cache: GenerationCache) -> int:
@@ -69,7 +69,7 @@ def generate_queries(
     start = time.monotonic()
     chunks = load_snapshot(snapshot_path)
     generator = make_generator(chunks, config, cache_dir)
-    n = config["training"]["queries_per_chunk"]
+    n = config["generate"]["queries_per_chunk"]
     records: list[dict[str, Any]] = []
     empty = 0
     for chunk in track(chunks, f"generating queries ({generator.name})"):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ragd_train.generate.bm25 import BM25
+from ragd_train.bm25 import BM25
 
 QUERY_BLOCK = 512
 

@@ -25,7 +25,7 @@ def detect_platform() -> str:
     """``apple`` (Apple Silicon), ``cuda`` (an NVIDIA driver is present) or ``cpu``.
 
     Cheap on purpose (no torch import): the Snakefile calls it while it is read. On a cluster's
-    login node there is usually no GPU, so set ``training.llm_backend`` explicitly there.
+    login node there is usually no GPU, so set ``llm.backend`` explicitly there.
     """
     forced = os.environ.get(PLATFORM_ENV, "").strip().lower()
     if forced:
@@ -40,11 +40,11 @@ def detect_platform() -> str:
 
 
 def resolve_backend(requested: str, detected: str | None = None) -> str:
-    """The backend that ``training.llm_backend`` names; ``auto`` follows the platform."""
+    """The backend that ``llm.backend`` names; ``auto`` follows the platform."""
     if requested in BACKENDS:
         return requested
     if requested != "auto":
         raise InputError(
-            f"must be auto or one of {', '.join(BACKENDS)}, got {requested!r}", field="training.llm_backend"
+            f"must be auto or one of {', '.join(BACKENDS)}, got {requested!r}", field="llm.backend"
         )
     return PLATFORMS[detected or detect_platform()]

@@ -60,14 +60,14 @@ def cpu_guidance(
     return (
         f"training {cfg.base_model} ({params / 1e9:.2f}B parameters) with the peft backend on this CPU "
         f"would need about {estimate['memory_gb']:.0f} GB of memory ({available_gb:.0f} GB available) and "
-        f"about {estimate['hours']:.1f} h (limit training.llm_max_cpu_hours: {cfg.max_cpu_hours:g}); "
+        f"about {estimate['hours']:.1f} h (limit llm.max_cpu_hours: {cfg.max_cpu_hours:g}); "
         "not started. "
         "Routes that work: on an NVIDIA GPU, the unsloth backend (4-bit base, minutes per epoch): "
-        "`snakemake --profile profiles/slurm --config 'training={llm_backend: unsloth}' "
+        "`snakemake --profile profiles/slurm --config 'llm={backend: unsloth}' "
         "-- models/<corpus>-llm` "
         "sends rule train_lora to the cluster's GPU partition (docs/cluster.md); on Apple Silicon, "
-        "training.llm_backend: mlx; on this machine, a small base such as training.llm_base_model: "
-        "smollm2:135m, fewer training_epochs, or a higher training.llm_max_cpu_hours"
+        "llm.backend: mlx; on this machine, a small base such as llm.base_model: "
+        "smollm2:135m, fewer llm.epochs, or a higher llm.max_cpu_hours"
     )
 
 

@@ -1,6 +1,6 @@
 """LoRA adapters for ragd's chat model, trained on RAFT data by MLX, Unsloth or PEFT.
 
-``training.llm_backend`` picks the trainer: ``auto`` resolves to ``mlx`` on Apple Silicon,
+``llm.backend`` picks the trainer: ``auto`` resolves to ``mlx`` on Apple Silicon,
 ``unsloth`` where an NVIDIA GPU is present and ``peft`` (CPU) elsewhere. The workflow resolves it
 once, when the Snakefile is read, and runs the matching rule (``rules/llm.smk``: ``train_lora_mlx``,
 ``train_lora`` for unsloth, ``train_lora_peft``). Whatever the backend,
@@ -36,7 +36,8 @@ from ragd_train.llm.lora_config import (
     LoraTrainingConfig,
     load_chat_records,
 )
-from ragd_train.llm.modelfile import modelfile_text, ollama_create_command, ragd_llm_hint
+from ragd_train.llm.modelfile import modelfile_text
+from ragd_train.ragd.hints import ollama_create_command, ragd_llm_hint
 from ragd_train.staging import ensure_absent, staged_output
 
 log = logging.getLogger("ragd_train")
@@ -69,7 +70,7 @@ def train_lora(
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
     if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}", field="training.llm_backend")
+        raise InputError(f"unknown backend {backend!r}", field="llm.backend")
     records = load_chat_records(raft_path)
     if not records:
         raise InputError("no RAFT training records", path=raft_path)

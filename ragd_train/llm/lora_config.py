@@ -4,61 +4,27 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_jsonl
+from ragd_train.settings import SEED_DEFAULT, LlmSettings
 
 log = logging.getLogger("ragd_train")
 
 
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_TARGETS = tuple(LlmSettings.model_fields["lora_target_modules"].default)
 EVAL_EXAMPLES = 16  # held-out examples scored before and after training
 
 
-@dataclass
-class LoraTrainingConfig:
-    """Everything that decides the adapter (names follow ``training:`` in the workflow config)."""
+class LoraTrainingConfig(LlmSettings):
+    """The ``llm`` settings and the seed: everything that decides the adapter."""
 
-    base_model: str = "llama3.2:3b"
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    epochs: int = 3
-    learning_rate: float = 2e-4
-    max_length: int = 2048
-    batch_size: int = 4
-    max_cpu_hours: float = 6.0
-    seed: int = 42
-
-    @classmethod
-    def from_workflow(cls, config: dict[str, Any]) -> LoraTrainingConfig:
-        t = config.get("training", {})
-        d = cls()
-        return cls(
-            base_model=str(t.get("llm_base_model", d.base_model)),
-            rank=int(t.get("lora_rank", d.rank)),
-            alpha=int(t.get("lora_alpha", d.alpha)),
-            dropout=float(t.get("lora_dropout", d.dropout)),
-            target_modules=list(t.get("lora_target_modules", d.target_modules)),
-            epochs=int(t.get("training_epochs", d.epochs)),
-            learning_rate=float(t.get("llm_learning_rate", d.learning_rate)),
-            max_length=int(t.get("llm_max_length", d.max_length)),
-            batch_size=int(t.get("llm_batch_size", d.batch_size)),
-            max_cpu_hours=float(t.get("llm_max_cpu_hours", d.max_cpu_hours)),
-            seed=int(config.get("seed", d.seed)),
-        )
-
-    def __post_init__(self) -> None:
-        if not self.target_modules:
-            raise InputError("name at least one module", field="training.lora_target_modules")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"must be in [0, 1), got {self.dropout}", field="training.lora_dropout")
+    SECTION: ClassVar[str] = "llm"
+    seed: int = SEED_DEFAULT
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:

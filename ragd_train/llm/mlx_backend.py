@@ -32,9 +32,9 @@ def mlx_options(cfg: LoraTrainingConfig, keys: list[str], num_layers: int, iters
         "fine_tune_type": "lora",
         "num_layers": num_layers,
         "lora_parameters": {
-            "rank": cfg.rank,
-            "scale": cfg.alpha / cfg.rank,
-            "dropout": cfg.dropout,
+            "rank": cfg.lora_rank,
+            "scale": cfg.lora_alpha / cfg.lora_rank,
+            "dropout": cfg.lora_dropout,
             "keys": keys,
         },
         "iters": iters,
@@ -58,7 +58,7 @@ def layer_keys(layer: Any, targets: list[str]) -> list[str]:
     )
     missing = [t for t in targets if not any(k.rsplit(".", 1)[-1] == t for k in found)]
     if missing:
-        raise RagdTrainError(f"training.lora_target_modules: the model's layers have no {missing}")
+        raise RagdTrainError(f"llm.lora_target_modules: the model's layers have no {missing}")
     return found
 
 
@@ -182,10 +182,10 @@ def train(
     skipped = len(records) - len(kept)
     if skipped:
         log.warning(
-            "%d examples are longer than training.llm_max_length=%d tokens: skipped", skipped, cfg.max_length
+            "%d examples are longer than llm.max_length=%d tokens: skipped", skipped, cfg.max_length
         )
     if not kept:
-        raise RagdTrainError(f"every example is longer than training.llm_max_length={cfg.max_length} tokens")
+        raise RagdTrainError(f"every example is longer than llm.max_length={cfg.max_length} tokens")
     held = ChatDataset(test_records, tokenizer, mask_prompt=True)
     held_kept = [
         r for r, n in zip(test_records, _lengths(held, test_records), strict=True) if n <= cfg.max_length
@@ -195,7 +195,7 @@ def train(
     per_epoch = len(kept) // batch  # mlx-lm drops the last partial batch
     iters = per_epoch * cfg.epochs
     model.freeze()
-    keys = layer_keys(model.layers[0], cfg.target_modules)
+    keys = layer_keys(model.layers[0], cfg.lora_target_modules)
     options = mlx_options(cfg, keys, len(model.layers), iters)
     options["batch_size"] = batch
     linear_to_lora_layers(model, len(model.layers), options["lora_parameters"])
@@ -245,7 +245,7 @@ def train(
     )
     log.info(
         "training a rank-%d LoRA (%d parameters) on %s with mlx on %s: %d examples, %d epochs (%d steps)",
-        cfg.rank,
+        cfg.lora_rank,
         trainable,
         cfg.base_model,
         mx.default_device(),
@@ -268,9 +268,9 @@ def train(
     adapter_config = {
         **options,
         "model": str(model_dir),
-        "lora_alpha": cfg.alpha,  # Ollama reads alpha (scale = alpha / rank)
-        "r": cfg.rank,
-        "target_modules": list(cfg.target_modules),
+        "lora_alpha": cfg.lora_alpha,  # Ollama reads alpha (scale = alpha / rank)
+        "r": cfg.lora_rank,
+        "target_modules": list(cfg.lora_target_modules),
     }
     (staging / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2) + "\n")
     for stray in staging.glob("*_adapters.safetensors"):

@@ -28,10 +28,10 @@ def peft_options(cfg: LoraTrainingConfig) -> dict[str, Any]:
     """The workflow settings as PEFT's LoraConfig and the training loop's options."""
     return {
         "lora_config": {
-            "r": cfg.rank,
-            "lora_alpha": cfg.alpha,
-            "lora_dropout": cfg.dropout,
-            "target_modules": list(cfg.target_modules),
+            "r": cfg.lora_rank,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "target_modules": list(cfg.lora_target_modules),
             "bias": "none",
             "task_type": "CAUSAL_LM",
         },
@@ -76,18 +76,18 @@ def train(
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     options = peft_options(cfg)
-    options["lora_config"]["target_modules"] = check_targets(model, cfg.target_modules)
+    options["lora_config"]["target_modules"] = check_targets(model, cfg.lora_target_modules)
     model = get_peft_model(model, LoraConfig(**options["lora_config"]))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     examples, skipped = tokenize_records(tokenizer, records, cfg.max_length)
     if not examples:
-        raise RagdTrainError(f"every example is longer than training.llm_max_length={cfg.max_length} tokens")
+        raise RagdTrainError(f"every example is longer than llm.max_length={cfg.max_length} tokens")
     held_out, _ = tokenize_records(tokenizer, test_records, cfg.max_length)
     pad = tokenizer.pad_token_id
     before = eval_loss(model, held_out, pad_id=pad, device=device)  # LoRA starts as a no-op: the base's loss
     log.info(
         "training a rank-%d LoRA (%d parameters) on %s with peft on %s: %d examples, %d epochs, %d threads",
-        cfg.rank,
+        cfg.lora_rank,
         trainable,
         cfg.base_model,
         device,

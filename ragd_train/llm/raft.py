@@ -7,10 +7,11 @@ Specific RAG"):
   random chunks of other documents when too few were mined) plus the oracle chunk; in a fraction
   ``1 - p`` of the examples the oracle is replaced by one more distractor;
 * the context is laid out exactly as ragd lays it out for its chat model
-  (``ragd.chat.context.ContextWindow.format_context``): the ``=== KNOWLEDGE BASE SOURCES ===``
-  header with its citation guidance, one ``[n] filename`` block per document (chunks of the same
-  document share one number, joined by ``[...]``), blocks separated by ``---``; the system prompt
-  and the user message are ragd's ``answer`` template, so the adapter learns the prompt it will see;
+  (``ragd.chat.context.ContextWindow.format_context``, rebuilt in :mod:`ragd_train.ragd.prompts`):
+  the ``=== KNOWLEDGE BASE SOURCES ===`` header with its citation guidance, one ``[n] filename``
+  block per document (chunks of the same document share one number, joined by ``[...]``), blocks
+  separated by ``---``; the system prompt and the user message are ragd's ``answer`` template, so
+  the adapter learns the prompt it will see;
 * the answer is a chain of thought that quotes the sources verbatim between ``##begin_quote##`` and
   ``##end_quote##``, cites them as ``[1]`` or ``[1;2]`` and ends with an ``<ANSWER>:`` line. It is
   written by the LLM (Ollama, through the content-addressed cache) or, offline, extracted: the
@@ -29,50 +30,29 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ragd_train.cache import CachedLLM, GenerationCache, cache_key
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import read_jsonl, write_json, write_jsonl
 from ragd_train.progress import track
+from ragd_train.ragd.prompts import (
+    CITATION,
+    NO_INFORMATION,
+    Source,
+    chunk_filename,
+    chunk_pages,
+    format_citation,
+    format_context,
+    prompt_source,
+    system_prompt,
+    user_message,
+)
+from ragd_train.settings import SEED_DEFAULT, RaftSettings, bind
 from ragd_train.text import content_terms, split_sentences
 
 log = logging.getLogger("ragd_train")
-
-# -- ragd's prompt (ragd.chat.context.ContextWindow.format_context, ragd.chat.prompts "answer") --
-
-CONTEXT_HEADER = (
-    "=== KNOWLEDGE BASE SOURCES ===\n"
-    "Cite using [1] or [1;2] for multiple. "
-    "Ignore (Author, Year) citations within text.\n\n"
-)
-SOURCE_SEPARATOR = "\n\n---\n\n"
-CHUNK_SEPARATOR = "\n\n[...]\n\n"
-NO_INFORMATION = "I don't have information about that in my indexed documents."
-SYSTEM_PROMPT = (
-    "You are a helpful assistant that answers questions based ONLY on the provided context. "
-    "CRITICAL RULES:\n"
-    "1. ONLY use information explicitly stated in the provided context.\n"
-    "2. NEVER make up, fabricate, or hallucinate citations, references, or sources.\n"
-    "3. NEVER use your general knowledge to answer if the context lacks information.\n"
-    "4. If the context does not contain relevant information, respond with: "
-    f"'{NO_INFORMATION}'\n"
-    "5. Always cite sources by referencing the document names shown in the context.\n"
-    "Be concise and accurate."
-)
-USER_TEMPLATE = """Answer the following question based ONLY on the provided context.
-
-IMPORTANT: If the context does not contain relevant information, say "{no_info}" Do NOT make up \
-references or use general knowledge.
-
-Context:
-{context}
-
-Question: {question}
-
-Provide a clear, accurate answer citing only sources shown in the context above."""
 
 # -- RAFT answer format ------------------------------------------------------------------------
 
@@ -80,7 +60,6 @@ BEGIN_QUOTE = "##begin_quote##"
 END_QUOTE = "##end_quote##"
 ANSWER_PREFIX = "<ANSWER>:"
 QUOTE = re.compile(re.escape(BEGIN_QUOTE) + r"(.*?)" + re.escape(END_QUOTE), re.DOTALL)
-CITATION = re.compile(r"\[(\d+(?:\s*;\s*\d+)*)\]")
 # What the adapter is trained to write, and ragd's chat shows as is: the same answer with the
 # quotes in typographic quotation marks and the final line without its ``<ANSWER>:`` marker.
 DISPLAY_OPEN, DISPLAY_CLOSE = "\u201c", "\u201d"
@@ -120,128 +99,11 @@ citation, such as [{oracle}].
 with its citation.
 Write nothing after that line."""
 
-ANSWER_SOURCES = ("auto", "ollama", "extractive")
+class RaftConfig(RaftSettings):
+    """The ``raft`` settings and the seed: everything that decides the RAFT examples."""
 
-
-@dataclass
-class RaftConfig:
-    """Everything that decides the RAFT examples."""
-
-    distractors: int = 3  # k
-    oracle_fraction: float = 0.8  # p
-    answers: str = "auto"  # auto | ollama | extractive
-    seed: int = 42
-
-    @classmethod
-    def from_workflow(cls, config: dict[str, Any]) -> RaftConfig:
-        t = config.get("training", {})
-        return cls(
-            distractors=int(t.get("raft_distractors", cls.distractors)),
-            oracle_fraction=float(t.get("raft_oracle_fraction", cls.oracle_fraction)),
-            answers=str(t.get("raft_answers", cls.answers)),
-            seed=int(config.get("seed", cls.seed)),
-        )
-
-    def __post_init__(self) -> None:
-        if self.distractors < 1:
-            raise InputError(f"must be at least 1, got {self.distractors}", field="training.raft_distractors")
-        if not 0.0 <= self.oracle_fraction <= 1.0:
-            raise InputError(
-                f"must be between 0 and 1, got {self.oracle_fraction}", field="training.raft_oracle_fraction"
-            )
-        if self.answers not in ANSWER_SOURCES:
-            raise InputError(
-                f"must be one of {', '.join(ANSWER_SOURCES)}, got {self.answers!r}",
-                field="training.raft_answers",
-            )
-
-
-# -- context layout ------------------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """One chunk placed in the context."""
-
-    chunk_id: str
-    document_id: str
-    filename: str
-    text: str
-    role: str  # oracle | distractor
-    origin: str  # oracle | mined | random
-    pages: list[int] = field(default_factory=list)
-
-
-def chunk_filename(chunk: dict[str, Any]) -> str:
-    """The name ragd shows for a chunk: its document's filename (as ragd's ``document_name``)."""
-    meta = chunk.get("metadata") or {}
-    return str(meta.get("filename") or chunk.get("source") or chunk.get("document_id") or "Unknown")
-
-
-def _pages(chunk: dict[str, Any]) -> list[int]:
-    page = (chunk.get("metadata") or {}).get("page_number")
-    return [page] if isinstance(page, int) and not isinstance(page, bool) else []
-
-
-def format_citation(numbers: list[int]) -> str:
-    """``[1]`` or ``[1;2]``, as ragd asks its model to cite."""
-    return "[" + ";".join(str(n) for n in sorted(set(numbers))) + "]"
-
-
-def format_context(sources: list[Source]) -> tuple[str, dict[str, int]]:
-    """ragd's context block for ``sources`` (in order) and each chunk's citation number.
-
-    Chunks of one document share a number (the document's first appearance decides the order)
-    and are joined with ``[...]``; page numbers are shown as ragd shows them.
-    """
-    if not sources:
-        return "[No relevant context found]", {}
-    groups: dict[str, list[Source]] = {}
-    for source in sources:
-        groups.setdefault(source.document_id, []).append(source)
-    numbers: dict[str, int] = {}
-    parts: list[str] = []
-    for number, chunks in enumerate(groups.values(), start=1):
-        header = f"[{number}] {chunks[0].filename}"
-        pages = sorted({p for c in chunks for p in c.pages})
-        if len(pages) == 1:
-            header += f", page {pages[0]}"
-        elif pages:
-            header += f", pages {pages[0]}-{pages[-1]}"
-        parts.append(header + "\n" + CHUNK_SEPARATOR.join(c.text for c in chunks))
-        for c in chunks:
-            numbers[c.chunk_id] = number
-    return CONTEXT_HEADER + SOURCE_SEPARATOR.join(parts), numbers
-
-
-def _ragd_answer_template() -> Any | None:
-    """ragd's own "answer" prompt (``ragd.chat.prompts``, 1.0.10's RAG_ANSWER_TEMPLATE) if installed."""
-    try:
-        from ragd.chat.prompts import get_prompt_template
-    except ImportError:
-        return None
-    return get_prompt_template("answer")
-
-
-def prompt_source() -> str:
-    """Which prompt the RAFT data is written with (recorded in the model's metadata)."""
-    if _ragd_answer_template() is None:
-        return "built-in (ragd 0.9.6 layout; install ragd to train on its own prompt)"
-    from importlib.metadata import version
-
-    return f"ragd {version('ragd')} chat.prompts answer"
-
-
-def system_prompt() -> str:
-    template = _ragd_answer_template()
-    return template.system_prompt if template is not None else SYSTEM_PROMPT
-
-
-def user_message(context: str, question: str) -> str:
-    template = _ragd_answer_template()
-    if template is not None:
-        return template.format(context=context, question=question)[1]
-    return USER_TEMPLATE.format(no_info=NO_INFORMATION, context=context, question=question)
+    SECTION: ClassVar[str] = "raft"
+    seed: int = SEED_DEFAULT
 
 
 # -- answers ---------------------------------------------------------------------------------------
@@ -379,7 +241,7 @@ def make_answer_writer(
         return None
     from ragd_train.chat.connect import connect
 
-    required_by = "training.raft_answers" if cfg.answers == "ollama" else ""
+    required_by = "raft.answers" if cfg.answers == "ollama" else ""
     llm, problem = connect(config, required_by=required_by, instead="extractive")
     if llm is None:
         log.warning("%s: RAFT answers are extractive (quoted oracle sentences)", problem)
@@ -414,7 +276,7 @@ def _chunk_source(chunk: dict[str, Any], role: str, origin: str) -> Source:
         text=chunk["text"],
         role=role,
         origin=origin,
-        pages=_pages(chunk),
+        pages=chunk_pages(chunk),
     )
 
 
@@ -571,10 +433,10 @@ def build_raft_data(
     cache_dir: str | Path = "cache",
 ) -> dict[str, Any]:
     """Write RAFT train/test JSONL from the mined train/test splits (already split by document)."""
-    from ragd_train.generate.snapshot import load_snapshot
+    from ragd_train.snapshot import load_snapshot
 
     start = time.monotonic()
-    cfg = RaftConfig.from_workflow(config)
+    cfg = bind(RaftConfig, config)
     chunks = {c["chunk_id"]: c for c in load_snapshot(snapshot_path)}
     train = _load_split(train_path, chunks)
     test = _load_split(test_path, chunks)
@@ -587,7 +449,7 @@ def build_raft_data(
     if not train_examples:
         raise RagdTrainError(
             f"no RAFT training example passed the answer checks ({train_stats['failed']}); "
-            "try training.raft_answers: extractive"
+            "try raft.answers: extractive"
         )
     train_docs = {e["source_document"] for e in train_examples}
     leaked = train_docs & {e["source_document"] for e in test_examples}
@@ -598,7 +460,7 @@ def build_raft_data(
     write_jsonl(out_train, train_examples)
     write_jsonl(out_test, test_examples)
     stats = {
-        "config": asdict(cfg),
+        "config": cfg.model_dump(),
         "answer_generator": answers,
         "prompt": prompt_source(),
         "train": train_stats,

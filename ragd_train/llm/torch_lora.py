@@ -51,7 +51,7 @@ def check_targets(model: Any, targets: list[str]) -> list[str]:
     missing = [t for t in targets if t not in names]
     if missing:
         raise RagdTrainError(
-            f"training.lora_target_modules: the model has no {missing}; its linear layers are {sorted(names)}"
+            f"llm.lora_target_modules: the model has no {missing}; its linear layers are {sorted(names)}"
         )
     return list(targets)
 
@@ -89,7 +89,7 @@ def tokenize_records(
         kept.append((ids, labels))
     if skipped:
         log.warning(
-            "%d examples are longer than training.llm_max_length=%d tokens: skipped", skipped, max_length
+            "%d examples are longer than llm.max_length=%d tokens: skipped", skipped, max_length
         )
     return kept, skipped
 
@@ -187,7 +187,7 @@ def train_loop(
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise RagdTrainError(
-                        f"the loss became {value} at step {step}; lower training.llm_learning_rate"
+                        f"the loss became {value} at step {step}; lower llm.learning_rate"
                     )
                 done = min(start + cfg.batch_size, len(order)) / len(order)
                 entry = {"step": step, "epoch": round(epoch + done, 3), "loss": value}

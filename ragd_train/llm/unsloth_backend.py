@@ -31,10 +31,10 @@ def unsloth_options(cfg: LoraTrainingConfig) -> dict[str, Any]:
             "dtype": None,  # bfloat16 where the GPU has it, else float16
         },
         "get_peft_model": {
-            "r": cfg.rank,
-            "lora_alpha": cfg.alpha,
-            "lora_dropout": cfg.dropout,
-            "target_modules": list(cfg.target_modules),
+            "r": cfg.lora_rank,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "target_modules": list(cfg.lora_target_modules),
             "bias": "none",
             "use_gradient_checkpointing": "unsloth",
             "random_state": cfg.seed,
@@ -52,10 +52,10 @@ def unsloth_options(cfg: LoraTrainingConfig) -> dict[str, Any]:
 
 NO_GPU = (
     "the unsloth backend trains on an NVIDIA GPU, and {why}. Run it where a GPU is: "
-    "`snakemake --profile profiles/slurm --config 'training={{llm_backend: unsloth}}' "
+    "`snakemake --profile profiles/slurm --config 'llm={{backend: unsloth}}' "
     "-- models/<corpus>-llm` "
     "(rule train_lora asks for gpu=1 and the profile sends it to the GPU partition), or pick a backend "
-    "for this machine: training.llm_backend: peft (CPU, small bases such as smollm2:135m) or mlx "
+    "for this machine: llm.backend: peft (CPU, small bases such as smollm2:135m) or mlx "
     "(Apple Silicon)"
 )
 
@@ -107,7 +107,7 @@ def train(
         tokenizer.pad_token = tokenizer.eos_token
     examples, skipped = tokenize_records(tokenizer, records, cfg.max_length)
     if not examples:
-        raise RagdTrainError(f"every example is longer than training.llm_max_length={cfg.max_length} tokens")
+        raise RagdTrainError(f"every example is longer than llm.max_length={cfg.max_length} tokens")
     held_out, _ = tokenize_records(tokenizer, test_records, cfg.max_length)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     common = {
@@ -120,7 +120,7 @@ def train(
     before = eval_loss(model, held_out, **common)
     log.info(
         "training a rank-%d LoRA (%d parameters) on %s with unsloth on %s: %d examples, %d epochs",
-        cfg.rank,
+        cfg.lora_rank,
         trainable,
         options["from_pretrained"]["model_name"],
         device_name,

@@ -39,7 +39,7 @@ def ragd_config_path() -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from ragd_train.config import read_yaml_mapping
+    from ragd_train.yaml_io import read_yaml_mapping
 
     return read_yaml_mapping(path)
 
@@ -219,12 +219,11 @@ def switch_message(model_dir: Path, dimension: int, folders: list[str]) -> str:
 
 def require_model_dir(model_dir: Path) -> int:
     """The output dimension of a fine-tuned embedding model directory (one-line error otherwise)."""
-    import json
+    from ragd_train.metadata import metadata_path, read_metadata
 
-    meta = model_dir / "training_metadata.json"
     if not (model_dir / "modules.json").is_file():
         raise RagdTrainError(f"{model_dir} is not a sentence-transformers model directory")
-    try:
-        return int(json.loads(meta.read_text(encoding="utf-8"))["output_dimension"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError("no readable output_dimension", path=meta, field="output_dimension") from None
+    dimension = read_metadata(model_dir, partial=True).output_dimension
+    if dimension is None:
+        raise InputError("is missing", path=metadata_path(model_dir), field="output_dimension")
+    return dimension

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -14,22 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from ragd_train.hub import model_kind
 from ragd_train.reranker.train import resolve_reranker_base
 
 log = logging.getLogger("ragd_train")
-
-
-def model_kind(path: str | Path) -> str:
-    """``cross-encoder`` or ``colbert``, from the saved sentence-transformers config."""
-    cfg = Path(path) / "config_sentence_transformers.json"
-    if cfg.exists():
-        try:
-            model_type = json.loads(cfg.read_text()).get("model_type")
-        except json.JSONDecodeError:
-            model_type = None
-        if model_type == "MultiVectorEncoder":
-            return "colbert"
-    return "cross-encoder"
 
 
 class PairScorer:
@@ -226,15 +213,3 @@ def rerank(query: str, results: Sequence[Any], top_k: int | None = 10, *, model:
     if key not in _RERANKERS:
         _RERANKERS[key] = FineTunedReranker(key)
     return _RERANKERS[key].rerank(query, results, top_k)
-
-
-def ragd_reranker_hint(model_dir: str | Path) -> str:
-    """What ragd 1.0.10 can do with the model: no setting of ragd's calls a reranker."""
-    path = Path(model_dir).resolve()
-    kind = "ColBERT (late-interaction)" if model_kind(path) == "colbert" else "cross-encoder"
-    note = " ragd's CrossEncoderReranker cannot load it." if kind.startswith("ColBERT") else ""
-    return (
-        f"{path} is a {kind} reranker.{note} ragd 1.0.10 never calls a reranker (its "
-        "`retrieval.rerank` is read nowhere), so there is no ragd setting to switch; rerank ragd's "
-        "own results with ragd_train.reranker.scoring.FineTunedReranker(path).rerank(query, results)."
-    )

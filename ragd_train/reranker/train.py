@@ -17,85 +17,33 @@ starts from ``fallback_model`` (a bi-encoder checkpoint) with a fresh scoring he
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
 from ragd_train.metadata import base_metadata, run_stats
+from ragd_train.settings import SEED_DEFAULT, RerankerSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
 log = logging.getLogger("ragd_train")
 
-DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"  # ragd's DEFAULT_RERANKER_MODEL
-DEFAULT_FALLBACK = "sentence-transformers/all-MiniLM-L6-v2"
-KINDS = ("auto", "cross-encoder", "colbert")
-LOSSES = ("bce", "lambda")
+DEFAULT_RERANKER = RerankerSettings.model_fields["base_model"].default  # ragd's DEFAULT_RERANKER_MODEL
+DEFAULT_FALLBACK = RerankerSettings.model_fields["fallback_model"].default
 KS = {"ndcg": [10], "mrr": [10]}
 HEADLINE = "ndcg@10"
 
 
-@dataclass
-class RerankerTrainingConfig:
-    """Everything that decides the trained weights."""
+class RerankerTrainingConfig(RerankerSettings):
+    """The ``reranker`` settings and the seed: everything that decides the trained weights."""
 
-    kind: str = "auto"  # auto | cross-encoder | colbert
-    base_model: str = DEFAULT_RERANKER
-    fallback_model: str = DEFAULT_FALLBACK
-    loss: str = "bce"  # bce | lambda (cross-encoder only)
-    epochs: int = 1
-    batch_size: int = 16
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_length: int = 256
-    negatives: int = 5
-    mini_batch_size: int = 16
-    budget_minutes: float = 10.0  # 0 = no time limit; the epochs still bound the steps
-    max_steps: int | None = None  # a fixed step count; overrides epochs and the budget
-    seed: int = 42
-
-    @classmethod
-    def from_workflow(cls, config: dict[str, Any]) -> RerankerTrainingConfig:
-        r = config.get("reranker") or {}
-        d = cls()
-        return cls(
-            kind=r.get("kind", d.kind),
-            base_model=r.get("base_model", d.base_model),
-            fallback_model=r.get("fallback_model", d.fallback_model),
-            loss=r.get("loss", d.loss),
-            epochs=r.get("epochs", d.epochs),
-            batch_size=r.get("batch_size", d.batch_size),
-            learning_rate=float(r.get("learning_rate", d.learning_rate)),
-            warmup_ratio=r.get("warmup_ratio", d.warmup_ratio),
-            max_length=r.get("max_length", d.max_length),
-            negatives=r.get("negatives_per_query", d.negatives),
-            mini_batch_size=r.get("mini_batch_size", d.mini_batch_size),
-            budget_minutes=float(r.get("budget_minutes", d.budget_minutes)),
-            max_steps=r.get("max_steps", d.max_steps),
-            seed=config.get("seed", d.seed),
-        )
-
-    def check(self) -> None:
-        if self.kind not in KINDS:
-            raise InputError(
-                f"'{self.kind}' is not one of {list(KINDS)}", path="config", field="reranker.kind"
-            )
-        if self.loss not in LOSSES:
-            raise InputError(
-                f"'{self.loss}' is not one of {list(LOSSES)}", path="config", field="reranker.loss"
-            )
-        if self.negatives < 1:
-            raise InputError(
-                "a reranker needs at least one negative per query",
-                path="config",
-                field="reranker.negatives_per_query",
-            )
+    SECTION: ClassVar[str] = "reranker"
+    seed: int = SEED_DEFAULT
 
 
 # ---------------------------------------------------------------- base model
@@ -253,7 +201,7 @@ def training_dataset(rows: list[dict[str, Any]], cfg: RerankerTrainingConfig) ->
 def rows_per_batch(cfg: RerankerTrainingConfig) -> int:
     """``batch_size`` counts scored (query, passage) pairs; a listwise row holds 1 + negatives pairs."""
     if cfg.kind == "cross-encoder" and cfg.loss == "lambda":
-        return max(1, cfg.batch_size // (1 + cfg.negatives))
+        return max(1, cfg.batch_size // (1 + cfg.negatives_per_query))
     return cfg.batch_size
 
 
@@ -293,7 +241,7 @@ def build_loss(model: Any, cfg: RerankerTrainingConfig) -> Any:
     if cfg.loss == "lambda":
         return losses.LambdaLoss(model, mini_batch_size=cfg.mini_batch_size)
     # As in sentence-transformers' reranker recipe: weigh the one positive against the k negatives.
-    return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(cfg.negatives)))
+    return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(cfg.negatives_per_query)))
 
 
 def _trainer_classes(kind: str) -> tuple[Any, Any]:
@@ -321,14 +269,13 @@ def train_reranker(
     from ragd_train.training import TrainingBudget, plan_message, plan_training, trainer_arguments
 
     start = time.monotonic()
-    cfg.check()
     kind, why = choose_kind(cfg)
     if why:
         log.warning("%s", why)
-    cfg = dataclasses.replace(cfg, kind=kind)
+    cfg = cfg.model_copy(update={"kind": kind})
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
-    rows = load_reranker_examples(train_path, cfg.negatives, cfg.seed)
+    rows = load_reranker_examples(train_path, cfg.negatives_per_query, cfg.seed)
     base = resolve_reranker_base(cfg.base_model, cfg.fallback_model)
     if base.note and not why:
         log.warning("%s", base.note)
@@ -376,7 +323,8 @@ def train_reranker(
         )
         what = (
             f"a {cfg.kind} reranker from {base.path if base.fallback_used else cfg.base_model} "
-            f"({'mnrl' if cfg.kind == 'colbert' else cfg.loss} loss, {cfg.negatives} negatives/query)"
+            f"({'mnrl' if cfg.kind == 'colbert' else cfg.loss} loss, "
+            f"{cfg.negatives_per_query} negatives/query)"
         )
         message = plan_message(plan, what, len(dataset), batch_size)
         log.info("%s", message)
@@ -386,7 +334,7 @@ def train_reranker(
         train_time = time.monotonic() - train_start
         save_model_files(model, staging)
         meta = base_metadata(
-            "reranker", {"training_data": train_path, "snapshot": snapshot_path}, asdict(cfg), cfg.seed
+            "reranker", {"training_data": train_path, "snapshot": snapshot_path}, cfg.model_dump(), cfg.seed
         )
         meta.update(
             {

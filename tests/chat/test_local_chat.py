@@ -12,9 +12,10 @@ import pytest
 from ragd_train.cache import GenerationCache
 from ragd_train.chat import local as local_llm
 from ragd_train.chat.local import LocalChatLLM, _as_question, _json_prefill, _query_task, resolve_local_model
+from ragd_train.chat.query_prompt import QUERY_PROMPT
+from ragd_train.chunking import chunk_text
 from ragd_train.errors import RagdTrainError
-from ragd_train.generate.chunking import chunk_text
-from ragd_train.generate.llm import QUERY_PROMPT, LLMQueryGenerator
+from ragd_train.generate.llm import LLMQueryGenerator
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -13,13 +13,13 @@ from ragd_train.embeddings.train import (
     EmbeddingTrainingConfig,
     load_training_examples,
     matryoshka_dims,
-    ragd_config_hint,
     read_training_records,
     train_embeddings,
 )
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.jsonl_io import write_jsonl
 from ragd_train.ragd.embedder import FineTunedEmbedder
+from ragd_train.ragd.hints import ragd_config_hint
 
 PAIRS = [
     (
@@ -359,9 +359,9 @@ def test_training_data_of_the_wrong_type_is_refused_at_its_line(
 def test_budget_cuts_the_steps_to_what_fits_and_max_steps_overrides() -> None:
     from ragd_train.training import TrainingBudget, plan_steps
 
-    cut = plan_steps(TrainingBudget(2, 1, None, "training.embedding_"), steps_per_epoch=100, step_time=2.0)
+    cut = plan_steps(TrainingBudget(2, 1, None, "embeddings."), steps_per_epoch=100, step_time=2.0)
     assert (cut["steps"], cut["full_steps"]) == (30, 200)
-    assert cut["limited_by"] == "training.embedding_budget_minutes" and cut["estimate_s"] == 60.0
+    assert cut["limited_by"] == "embeddings.budget_minutes" and cut["estimate_s"] == 60.0
     fits = plan_steps(TrainingBudget(2, 1, None, "reranker."), steps_per_epoch=10, step_time=2.0)
     assert (fits["steps"], fits["limited_by"]) == (20, "reranker.epochs")
     assert plan_steps(TrainingBudget(1, 0, None, "x."), 100, None)["steps"] == 100
@@ -377,7 +377,7 @@ def test_training_budget_is_measured_printed_and_obeyed(
     )
     meta = train_embeddings(train_file, tmp_path / "budget", cfg)
     plan = meta["training_plan"]
-    assert plan["limited_by"] == "training.embedding_budget_minutes" and plan["step_time_s"] > 0, plan
+    assert plan["limited_by"] == "embeddings.budget_minutes" and plan["step_time_s"] > 0, plan
     assert plan["steps"] < plan["full_steps"]  # the step time is stored rounded to 1 ms:
     assert plan["steps"] == 1 or (plan["steps"] - 1) * (plan["step_time_s"] - 0.0005) <= 0.06
     assert len(meta["loss_history"]) == plan["steps"], "training ran past its plan"

@@ -313,7 +313,7 @@ def test_hybrid_search_fuses_ragd_bm25_with_the_dense_ranking(
 ) -> None:
     """A chunk that only keyword search finds enters the fused top. (ragd's FTS5 query ANDs every
     term, so the query holds only words of the chunk.)"""
-    from ragd_train.evaluate.embeddings import HybridSearch
+    from ragd_train.ragd.search import HybridSearch
 
     if with_ragd:
         pytest.importorskip("ragd.search.bm25")

@@ -21,7 +21,8 @@ from ragd_train.evaluate.llm import (
     token_f1,
 )
 from ragd_train.jsonl_io import write_jsonl
-from ragd_train.llm.raft import NO_INFORMATION, RaftConfig, build_example
+from ragd_train.llm.raft import RaftConfig, build_example
+from ragd_train.ragd.prompts import NO_INFORMATION
 
 CHUNKS = {
     "backup_chunk_0": {

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from ragd_train.bm25 import BM25
 from ragd_train.generate import mining
-from ragd_train.generate.bm25 import BM25
 from ragd_train.generate.mining import RRF_K, mine
 
 K1, B = 1.5, 0.75

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ragd_train.generate.nollm import NoLLMGenerator
-from ragd_train.generate.snapshot import content_hash, make_chunk, read_source
+from ragd_train.snapshot import content_hash, make_chunk, read_source
 from ragd_train.text import content_terms, split_sentences, tokenize
 
 try:

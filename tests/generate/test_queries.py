@@ -17,8 +17,8 @@ from ragd_train.config import deep_merge, load_config
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.generate.build import build_training_data, split_by_document
 from ragd_train.generate.queries import generate_queries
-from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 from ragd_train.jsonl_io import read_jsonl
+from ragd_train.snapshot import load_snapshot, sync_snapshot
 
 try:
     from tests.ollama_server import OllamaTestServer, free_port
@@ -84,10 +84,10 @@ class Run:
         return not self.train.exists() and not self.test.exists() and not self.stats.exists()
 
 
-def ollama_config(tiny_model: Path, url: str, **training: Any) -> dict[str, Any]:
+def ollama_config(tiny_model: Path, url: str, **generate: Any) -> dict[str, Any]:
     return make_config(
         tiny_model,
-        training={"query_generator": "ollama", **training},
+        generate={"query_generator": "ollama", **generate},
         ollama={"host": url, "model": MODEL, "timeout": 0.5, "retries": 4, "backoff": 0},
     )
 
@@ -112,11 +112,11 @@ def judge_prompts(srv: OllamaTestServer) -> list[str]:
 
 
 def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, tiny_model: Path) -> None:
-    config = make_config(tiny_model, training={"query_generator": "nollm"})
+    config = make_config(tiny_model, generate={"query_generator": "nollm"})
     run = Run(tmp_path / "out", snapshot)
     generation, stats = run.both(config)
     chunks = {c["chunk_id"]: c for c in load_snapshot(snapshot)}
-    k = config["training"]["hard_negatives_per_query"]
+    k = config["generate"]["hard_negatives_per_query"]
 
     queries = read_jsonl(run.queries)
     assert generation["generator"] == "nollm" and generation["chunks"] == len(chunks) > 8
@@ -186,7 +186,7 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
 
 
 def test_nollm_pipeline_is_reproducible(snapshot: Path, tmp_path: Path, tiny_model: Path) -> None:
-    config = make_config(tiny_model, training={"query_generator": "nollm", "quality_filter": False})
+    config = make_config(tiny_model, generate={"query_generator": "nollm", "quality_filter": False})
     first, second = Run(tmp_path / "a", snapshot), Run(tmp_path / "b", snapshot)
     generation, stats = first.both(config)
     second.both(config)
@@ -228,7 +228,7 @@ def test_auto_falls_back_to_nollm_and_warns_once(
     small_snapshot: Path, tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    config = make_config(tiny_model, training={"query_generator": "auto"}, ollama={"host": url})
+    config = make_config(tiny_model, generate={"query_generator": "auto"}, ollama={"host": url})
     caplog.set_level(logging.INFO, logger="ragd_train")
     generation, stats = Run(tmp_path, small_snapshot).both(config)
     assert generation["generator"] == "nollm"
@@ -244,7 +244,7 @@ def test_auto_fallback_is_said_on_the_console(
     small_snapshot: Path, tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    config = make_config(tiny_model, training={"query_generator": "auto"}, ollama={"host": url})
+    config = make_config(tiny_model, generate={"query_generator": "auto"}, ollama={"host": url})
     Run(tmp_path, small_snapshot).generate(config)
     assert "ragd-train: Ollama is not reachable at" in capsys.readouterr().out
 
@@ -257,18 +257,18 @@ def test_auto_does_not_silently_replace_llm_made_queries(
     live = Run(tmp_path / "live", small_snapshot, cache=cache)
     live.generate(
         make_config(
-            tiny_model, training={"query_generator": "auto"}, ollama={"host": srv.url, "model": MODEL}
+            tiny_model, generate={"query_generator": "auto"}, ollama={"host": srv.url, "model": MODEL}
         )
     )
     down = f"http://127.0.0.1:{free_port()}"
-    config = make_config(tiny_model, training={"query_generator": "auto"}, ollama={"host": down})
+    config = make_config(tiny_model, generate={"query_generator": "auto"}, ollama={"host": down})
     later = Run(tmp_path / "later", small_snapshot, cache=cache)
     with pytest.raises(RagdTrainError) as err:
         later.generate(config)
     n = len(load_snapshot(small_snapshot))
     assert f"{n} of the corpus's {n} chunks have LLM-written queries" in str(err.value)
     assert "\n" not in str(err.value) and not later.queries.exists()
-    config = deep_merge(config, {"training": {"query_generator": "nollm"}})  # replacing them on purpose
+    config = deep_merge(config, {"generate": {"query_generator": "nollm"}})  # replacing them on purpose
     assert later.generate(config)["generator"] == "nollm"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragd_train.generate.bm25 import BM25
+from ragd_train.bm25 import BM25
 from ragd_train.generate.teacher import teacher_pairs, teacher_scores, zscore
 
 

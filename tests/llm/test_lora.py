@@ -26,6 +26,7 @@ from ragd_train.llm.estimates import check_cpu_feasible
 from ragd_train.llm.lora import train_lora
 from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE, DEFAULT_TARGETS, LoraTrainingConfig
 from ragd_train.llm.modelfile import modelfile_text
+from ragd_train.settings import bind
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each backend's rule and conda env in rules/llm.smk.
@@ -50,7 +51,7 @@ def test_auto_follows_the_platform_and_explicit_backends_win(monkeypatch: pytest
     assert [resolve_backend("auto", p) for p in ("apple", "cuda", "cpu")] == ["mlx", "unsloth", "peft"]
     for backend in ("mlx", "unsloth", "peft"):
         assert resolve_backend(backend, "apple") == backend
-    with pytest.raises(InputError, match="training.llm_backend"):
+    with pytest.raises(InputError, match="llm.backend"):
         resolve_backend("tpu")
 
     monkeypatch.setenv("RAGD_TRAIN_PLATFORM", "apple")
@@ -83,21 +84,21 @@ def test_settings_map_to_each_backends_options() -> None:
 
     config = {
         "seed": 5,
-        "training": {
-            "llm_base_model": "llama3.2:3b",
+        "llm": {
+            "base_model": "llama3.2:3b",
             "lora_rank": 8,
             "lora_alpha": 32,
             "lora_dropout": 0.1,
             "lora_target_modules": ["q_proj", "v_proj"],
-            "training_epochs": 2,
-            "llm_learning_rate": 1e-4,
-            "llm_max_length": 1024,
-            "llm_batch_size": 2,
+            "epochs": 2,
+            "learning_rate": 1e-4,
+            "max_length": 1024,
+            "batch_size": 2,
         },
     }
-    cfg = LoraTrainingConfig.from_workflow(config)
-    assert (cfg.rank, cfg.alpha, cfg.epochs, cfg.seed, cfg.max_length) == (8, 32, 2, 5, 1024)
-    assert LoraTrainingConfig.from_workflow({"training": {}}).target_modules == list(DEFAULT_TARGETS)
+    cfg = bind(LoraTrainingConfig, config)
+    assert (cfg.lora_rank, cfg.lora_alpha, cfg.epochs, cfg.seed, cfg.max_length) == (8, 32, 2, 5, 1024)
+    assert bind(LoraTrainingConfig, {}).lora_target_modules == list(DEFAULT_TARGETS)
 
     peft = peft_options(cfg)["lora_config"]
     assert peft == {
@@ -192,7 +193,7 @@ def test_hopeless_cpu_runs_print_guidance_instead_of_starting() -> None:
     with pytest.raises(RagdTrainError) as err:
         check_cpu_feasible(cfg, 3.21e9, records, threads=2)
     message = str(err.value)
-    for hint in ("3.21B parameters", "GB of memory", " h (limit", "llm_backend: unsloth}", "profiles/slurm"):
+    for hint in ("3.21B parameters", "GB of memory", " h (limit", "llm={backend: unsloth}", "profiles/slurm"):
         assert hint in message
     assert "mlx" in message and "smollm2:135m" in message and "not started" in message
     tiny = check_cpu_feasible(LoraTrainingConfig(base_model="x"), 2e6, records[:10], threads=2)
@@ -214,7 +215,7 @@ def test_unsloth_stops_with_a_clear_message_without_cuda(tmp_path: Path) -> None
         train_lora(raft, None, out, LoraTrainingConfig(), "unsloth")
     message = str(err.value)
     assert "NVIDIA GPU" in message and "sees no CUDA device" in message
-    assert "profiles/slurm" in message and "gpu=1" in message and "llm_backend: peft" in message
+    assert "profiles/slurm" in message and "gpu=1" in message and "llm.backend: peft" in message
     assert not out.exists() and not list(out.parent.glob(".*.tmp"))
 
 
@@ -223,7 +224,7 @@ def test_gpu_check_script_is_valid_bash() -> None:
     assert os.access(script, os.X_OK), f"{script} is not executable"
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
     text = script.read_text()
-    assert "llm_backend: unsloth" in text and "models/demo-llm" in text and "LIMIT_S:-480" in text
+    assert "backend: unsloth" in text and "models/demo-llm" in text and "LIMIT_S:-480" in text
 
 
 # ---------------------------------------------------------------- the workflow: routing and real runs
@@ -258,16 +259,15 @@ def workspace(tmp_path: Path, tiny_llama: Path) -> tuple[Path, Path]:
     """Two demo documents in 200-character chunks, the tiny llama, one quick epoch."""
     config = {
         "corpora": {"demo": {"limit": 2, "chunk_size": 200, "chunk_overlap": 0}},
-        "training": {
-            "query_generator": "nollm",
-            "llm_backend": "auto",
-            "llm_base_model": str(tiny_llama),
-            "training_epochs": 1,
-            "llm_batch_size": 2,
-            "llm_learning_rate": 0.02,
-            "raft_distractors": 1,
-            "raft_answers": "extractive",
+        "generate": {"query_generator": "nollm"},
+        "llm": {
+            "backend": "auto",
+            "base_model": str(tiny_llama),
+            "epochs": 1,
+            "batch_size": 2,
+            "learning_rate": 0.02,
         },
+        "raft": {"distractors": 1, "answers": "extractive"},
         "evaluation": {"llm_max_examples": 2, "llm_max_new_tokens": 12, "bootstrap_samples": 100},
         "ollama": {"host": f"http://127.0.0.1:{free_port()}"},  # nobody listens: the judge is skipped
     }

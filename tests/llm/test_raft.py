@@ -16,19 +16,16 @@ from ragd_train.jsonl_io import read_jsonl, write_jsonl
 from ragd_train.llm.raft import (
     ANSWER_PREFIX,
     BEGIN_QUOTE,
-    CONTEXT_HEADER,
     END_QUOTE,
-    NO_INFORMATION,
     RaftConfig,
-    Source,
     best_sentence,
     build_raft_data,
-    format_context,
     from_display,
     oracle_kept,
-    system_prompt,
     verify_answer,
 )
+from ragd_train.ragd.prompts import CONTEXT_HEADER, NO_INFORMATION, Source, format_context, system_prompt
+from ragd_train.settings import bind
 
 try:
     from tests.ollama_server import OllamaTestServer, free_port
@@ -93,10 +90,10 @@ def corpus(tmp_path: Path) -> dict[str, Path]:
     return {"snapshot": snap, "train": tmp_path / "train.jsonl", "test": tmp_path / "test.jsonl"}
 
 
-def config(**training: Any) -> dict[str, Any]:
+def config(**raft: Any) -> dict[str, Any]:
     return {
         "seed": 7,
-        "training": {"raft_answers": "extractive", **training},
+        "raft": {"answers": "extractive", **raft},
         "ollama": {
             "host": f"http://127.0.0.1:{free_port()}",
             "model": MODEL,
@@ -179,7 +176,7 @@ def test_examples_are_chat_records_in_ragds_prompt(corpus: dict[str, Path], tmp_
 
 
 def test_oracle_kept_in_exactly_p_of_the_examples(corpus: dict[str, Path], tmp_path: Path) -> None:
-    train, test, stats = build(corpus, tmp_path, config(raft_oracle_fraction=0.75))
+    train, test, stats = build(corpus, tmp_path, config(oracle_fraction=0.75))
     assert stats["train"]["oracle_present"] == round(0.75 * 24) == sum(e["oracle_present"] for e in train)
     assert stats["train"]["oracle_absent"] == 6 and stats["test"]["examples"] == len(test) == 6
     for ex in train:
@@ -203,7 +200,7 @@ def chunk_text(chunk_id: str) -> str:
 
 
 def test_k_distractors_come_from_the_mined_negatives(corpus: dict[str, Path], tmp_path: Path) -> None:
-    train, _, stats = build(corpus, tmp_path, config(raft_distractors=2, raft_oracle_fraction=0.5))
+    train, _, stats = build(corpus, tmp_path, config(distractors=2, oracle_fraction=0.5))
     mined = {r["query_id"]: [n["id"] for n in r["negatives"]] for r in read_jsonl(corpus["train"])}
     for ex in train:
         distractors = [s for s in ex["sources"] if s["role"] == "distractor"]
@@ -315,7 +312,7 @@ def test_llm_answers_are_verified_cached_and_counted(corpus: dict[str, Path], tm
     bad = sorted(oracle_kept([r["query_id"] for r in records], 0.8, 7))[0]
     bad_question = next(r["query"] for r in records if r["query_id"] == bad)
     with OllamaTestServer(models=[MODEL], responder=llm_responder(bad_question)) as srv:
-        cfg = config(raft_answers="ollama")
+        cfg = config(answers="ollama")
         cfg["ollama"]["host"] = srv.url
         train, test, stats = build(corpus, tmp_path, cfg)
         calls = srv.calls["/api/chat"]
@@ -342,17 +339,17 @@ def test_without_ollama_auto_is_extractive_and_ollama_fails(
     corpus: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="ragd_train"):
-        _, _, stats = build(corpus, tmp_path / "a", config(raft_answers="auto"))
+        _, _, stats = build(corpus, tmp_path / "a", config(answers="auto"))
     assert stats["answer_generator"] == "extractive"
     assert any("RAFT answers are extractive" in r.getMessage() for r in caplog.records)
-    with pytest.raises(RagdTrainError, match="raft_answers: extractive"):
-        build(corpus, tmp_path / "b", config(raft_answers="ollama"))
+    with pytest.raises(RagdTrainError, match="raft.answers: extractive"):
+        build(corpus, tmp_path / "b", config(answers="ollama"))
 
 
 def test_bad_settings_name_their_field() -> None:
-    with pytest.raises(InputError, match="raft_oracle_fraction"):
-        RaftConfig(oracle_fraction=1.5)
-    with pytest.raises(InputError, match="raft_distractors"):
-        RaftConfig(distractors=0)
-    with pytest.raises(InputError, match="raft_answers"):
-        RaftConfig(answers="gpt")
+    with pytest.raises(InputError, match=r"field 'raft\.oracle_fraction'"):
+        bind(RaftConfig, {"raft": {"oracle_fraction": 1.5}})
+    with pytest.raises(InputError, match=r"field 'raft\.distractors'"):
+        bind(RaftConfig, {"raft": {"distractors": 0}})
+    with pytest.raises(InputError, match=r"field 'raft\.answers'"):
+        bind(RaftConfig, {"raft": {"answers": "gpt"}})

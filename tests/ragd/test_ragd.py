@@ -151,7 +151,7 @@ def test_raft_prompts_are_ragds_own() -> None:
     from ragd.chat.context import ContextWindow, RetrievedContext
     from ragd.chat.prompts import get_prompt_template
 
-    from ragd_train.llm.raft import Source, format_context, prompt_source, system_prompt, user_message
+    from ragd_train.ragd.prompts import Source, format_context, prompt_source, system_prompt, user_message
 
     template = get_prompt_template("answer")
     assert system_prompt() == template.system_prompt and prompt_source().startswith("ragd 1.0.10")
@@ -238,12 +238,8 @@ def test_round_trip_through_ragds_own_index_training_switch_and_search(tmp_path:
     quick.write_text(
         yaml.safe_dump(
             {
-                "training": {
-                    "query_generator": "nollm",
-                    "queries_per_chunk": 1,
-                    "embedding_epochs": 1,
-                    "embedding_batch_size": 16,
-                }
+                "generate": {"query_generator": "nollm", "queries_per_chunk": 1},
+                "embeddings": {"epochs": 1, "batch_size": 16},
             }
         )
     )

@@ -15,20 +15,22 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from ragd_train.errors import InputError, RagdTrainError
 from ragd_train.evaluate.reranker import evaluate_rerankers, markdown_reranker_report, reranker_message
 from ragd_train.hub import ModelNotFoundError
 from ragd_train.jsonl_io import write_jsonl
-from ragd_train.reranker.scoring import FineTunedReranker, ragd_reranker_hint, rerank, with_score
+from ragd_train.ragd.hints import ragd_reranker_hint
+from ragd_train.reranker.scoring import FineTunedReranker, rerank, with_score
 from ragd_train.reranker.train import (
-    DEFAULT_RERANKER,
     RerankerTrainingConfig,
     choose_kind,
     load_reranker_examples,
     resolve_reranker_base,
     train_reranker,
 )
+from ragd_train.settings import bind
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = "cross-encoder/no-such-reranker-offline"
@@ -77,7 +79,7 @@ def _cfg(base: Path, **kw) -> RerankerTrainingConfig:
         batch_size=6,
         learning_rate=1e-3,
         max_length=64,
-        negatives=2,
+        negatives_per_query=2,
         seed=3,
     )
     values.update(kw)
@@ -102,14 +104,15 @@ def trained(tiny_model: Path, train_file: Path, tmp_path_factory: pytest.TempPat
 # ---------------------------------------------------------------- configuration and data
 
 
-def test_config_from_workflow_reads_the_reranker_section() -> None:
-    cfg = RerankerTrainingConfig.from_workflow(
-        {"seed": 7, "reranker": {"loss": "lambda", "negatives_per_query": 3, "learning_rate": "1e-4"}}
+def test_config_binds_the_reranker_section_and_the_seed() -> None:
+    cfg = bind(
+        RerankerTrainingConfig,
+        {"seed": 7, "reranker": {"loss": "lambda", "negatives_per_query": 3, "learning_rate": "1e-4"}},
     )
-    assert (cfg.loss, cfg.negatives, cfg.learning_rate, cfg.seed) == ("lambda", 3, 1e-4, 7)
-    assert cfg.base_model == DEFAULT_RERANKER == "cross-encoder/ms-marco-MiniLM-L-6-v2"
-    with pytest.raises(InputError, match=r"field 'reranker\.kind'"):
-        RerankerTrainingConfig(kind="splade").check()
+    assert (cfg.loss, cfg.negatives_per_query, cfg.learning_rate, cfg.seed) == ("lambda", 3, 1e-4, 7)
+    assert cfg.base_model == "cross-encoder/ms-marco-MiniLM-L-6-v2"  # ragd's default reranker
+    with pytest.raises(ValidationError, match="kind"):
+        RerankerTrainingConfig(kind="splade")
 
 
 def test_examples_have_uniform_negatives(tmp_path: Path) -> None:
@@ -400,12 +403,8 @@ def _snakemake(ws: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess[s
 def test_demo_reranker_target_builds_and_is_incremental(tiny_model: Path, tmp_path: Path) -> None:
     config = {
         "corpora": {"demo": {"limit": 4}},
-        "training": {
-            "queries_per_chunk": 1,
-            "embedding_base_model": str(tiny_model),
-            "embedding_epochs": 1,
-            "matryoshka_dims": "none",
-        },
+        "generate": {"queries_per_chunk": 1},
+        "embeddings": {"base_model": str(tiny_model), "epochs": 1, "matryoshka_dims": "none"},
         "mining": {"model": str(tiny_model)},
         "evaluation": {"bootstrap_samples": 200},
         "reranker": {

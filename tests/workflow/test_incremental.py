@@ -18,8 +18,8 @@ from ragd_train.cli import main
 from ragd_train.config import load_config
 from ragd_train.generate.build import build_training_data
 from ragd_train.generate.queries import generate_queries
-from ragd_train.generate.snapshot import load_snapshot, sync_snapshot
 from ragd_train.jsonl_io import read_jsonl
+from ragd_train.snapshot import load_snapshot, sync_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def config_for(url: str, tiny_model: Path) -> dict:
     return load_config(
         overrides={
-            "training": {"query_generator": "ollama", "queries_per_chunk": 2, "hard_negatives_per_query": 3},
+            "generate": {"query_generator": "ollama", "queries_per_chunk": 2, "hard_negatives_per_query": 3},
             "mining": {"model": str(tiny_model)},
             "ollama": {"host": url, "model": MODEL, "timeout": 5, "retries": 1, "backoff": 0},
         }
@@ -144,7 +144,7 @@ os.chdir(sys.argv[1])
 from ragd_train.config import load_config
 from ragd_train.generate.queries import generate_queries
 config = load_config(overrides={
-    "training": {"query_generator": "ollama", "queries_per_chunk": 2},
+    "generate": {"query_generator": "ollama", "queries_per_chunk": 2},
     "ollama": {"host": sys.argv[2], "model": sys.argv[3], "timeout": 30, "retries": 0, "backoff": 0},
 })
 generate_queries("snap.jsonl", "queries.jsonl", config, cache_dir="cache")
@@ -185,7 +185,7 @@ def test_killed_generation_keeps_finished_items(demo_subset: Path, tmp_path: Pat
         calls_before = srv.calls["/api/chat"]
         config = load_config(
             overrides={
-                "training": {"query_generator": "ollama", "queries_per_chunk": 2},
+                "generate": {"query_generator": "ollama", "queries_per_chunk": 2},
                 "ollama": {"host": srv.url, "model": MODEL, "timeout": 30, "retries": 0, "backoff": 0},
             }
         )

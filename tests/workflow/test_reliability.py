@@ -26,16 +26,16 @@ pytestmark = pytest.mark.slow
 MODEL = "models/demo-embeddings"
 
 
-def write_config(path: Path, docs: Path, tiny_model: Path, **training: object) -> Path:
+def write_config(path: Path, docs: Path, tiny_model: Path, **embeddings: object) -> Path:
     config = {
         "corpora": {"demo": {"source": "documents", "path": str(docs), "limit": 4}},
-        "training": {
-            "queries_per_chunk": 1,
-            "embedding_base_model": str(tiny_model),
-            "embedding_epochs": 1,
-            "embedding_batch_size": 8,
+        "generate": {"queries_per_chunk": 1},
+        "embeddings": {
+            "base_model": str(tiny_model),
+            "epochs": 1,
+            "batch_size": 8,
             "matryoshka_dims": [16],
-            **training,
+            **embeddings,
         },
         "mining": {"model": str(tiny_model)},
     }
@@ -65,8 +65,8 @@ def ws(built: Path, tmp_path: Path) -> Path:
     return tmp_path / "ws"
 
 
-def config(ws: Path, tiny_model: Path, **training: object) -> Path:
-    return write_config(ws.parent / "test.yaml", ws.parent / "docs", tiny_model, **training)
+def config(ws: Path, tiny_model: Path, **embeddings: object) -> Path:
+    return write_config(ws.parent / "test.yaml", ws.parent / "docs", tiny_model, **embeddings)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -91,17 +91,17 @@ def dead_pid() -> int:
 
 
 @pytest.mark.parametrize(
-    ("training", "field"),
+    ("embeddings", "field"),
     [
-        ({"embedding_base_model": "sentence-transformers/all-MiniLM-L6-v3"}, "training.embedding_base_model"),
-        ({"matryoshka_dims": [1024]}, "training.matryoshka_dims"),
+        ({"base_model": "sentence-transformers/all-MiniLM-L6-v3"}, "embeddings.base_model"),
+        ({"matryoshka_dims": [1024]}, "embeddings.matryoshka_dims"),
     ],
 )
 def test_a_bad_embedding_config_is_refused_before_the_model_is_touched(
-    ws: Path, tiny_model: Path, training: dict, field: str
+    ws: Path, tiny_model: Path, embeddings: dict, field: str
 ) -> None:
     before = digest(ws / MODEL)
-    cfg = config(ws, tiny_model, **training)
+    cfg = config(ws, tiny_model, **embeddings)
     result = snakemake(ws, *cfgargs(cfg), "--", MODEL)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
@@ -178,7 +178,7 @@ def ragd_command(ws: Path, cfg: Path, *args: str) -> list[str]:
 
 def test_ctrl_c_on_ragd_train_leaves_no_lock_and_keeps_the_model(ws: Path, tiny_model: Path) -> None:
     before = digest(ws / MODEL)
-    cfg = config(ws, tiny_model, embedding_epochs=500)  # a changed parameter: the model rebuilds
+    cfg = config(ws, tiny_model, epochs=500)  # a changed parameter: the model rebuilds
     log = ws / "logs" / "train_embeddings" / "demo.log"
     log.unlink()
     # Its own session, as a shell's foreground job: Ctrl-C is SIGINT to this whole process group.
@@ -207,7 +207,7 @@ def test_ctrl_c_on_ragd_train_leaves_no_lock_and_keeps_the_model(ws: Path, tiny_
 
 
 def test_a_locked_workspace_names_the_unlock_command(ws: Path, tiny_model: Path) -> None:
-    cfg = config(ws, tiny_model, embedding_epochs=2)
+    cfg = config(ws, tiny_model, epochs=2)
     locks = ws / ".snakemake" / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     (locks / "0.output.lock").write_text(f"{MODEL}\n")  # what a killed run leaves
@@ -294,8 +294,8 @@ def assert_consistent(ws: Path) -> None:
 
     import numpy as np
 
-    from ragd_train.generate.snapshot import load_snapshot
     from ragd_train.jsonl_io import read_jsonl
+    from ragd_train.snapshot import load_snapshot
 
     assert not list((ws / ".snakemake" / "locks").glob("*")), "a lock was left behind"
     load_snapshot(ws / "snapshots" / "demo.jsonl")
@@ -323,7 +323,7 @@ def test_soak_interrupted_and_concurrent_runs_leave_the_workspace_consistent(
     rng = random.Random(18)
     start, rounds = time.monotonic(), 0
     while rounds < SOAK_ROUNDS and time.monotonic() - start < SOAK_SECONDS:
-        cfg = config(ws, tiny_model, embedding_learning_rate=1e-4 * (rounds + 1), embedding_epochs=3)
+        cfg = config(ws, tiny_model, learning_rate=1e-4 * (rounds + 1), epochs=3)
         command = ragd_command(ws, cfg, "embeddings", "--cores", "2")
         kind = rounds % 3
         if kind == 1:  # two at once: each finishes or is refused by the lock, naming the unlock

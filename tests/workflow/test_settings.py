@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -11,8 +10,21 @@ import pytest
 from ragd_train.config import load_config
 from ragd_train.embeddings.train import EmbeddingTrainingConfig
 from ragd_train.llm.lora_config import LoraTrainingConfig
+from ragd_train.llm.raft import RaftConfig
 from ragd_train.reranker.train import RerankerTrainingConfig
-from ragd_train.settings import RULES, rule_settings
+from ragd_train.settings import (
+    RULES,
+    Settings,
+    all_settings,
+    bind,
+    commands,
+    flags_of,
+    readers,
+    reference_text,
+    rule_keys,
+    rule_settings,
+    schema_text,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.S | re.M)
@@ -47,29 +59,32 @@ def varied_config() -> dict:
     """The shipped config with every setting the training rules read moved off its default."""
     config = load_config()
     config["seed"] = 7
-    config["training"].update(
-        embedding_base_model="some/base",
-        embedding_epochs=3,
-        embedding_budget_minutes=4.5,
-        embedding_max_steps=11,
-        embedding_batch_size=12,
-        embedding_learning_rate=3e-4,
-        embedding_warmup_ratio=0.3,
-        embedding_max_seq_length=64,
-        embedding_loss="cached_mnrl",
-        embedding_mini_batch_size=5,
-        embedding_hard_negatives=2,
+    config["embeddings"].update(
+        base_model="some/base",
+        epochs=3,
+        budget_minutes=4.5,
+        max_steps=11,
+        batch_size=12,
+        learning_rate=3e-4,
+        warmup_ratio=0.3,
+        max_seq_length=64,
+        loss="cached_mnrl",
+        mini_batch_size=5,
+        hard_negatives=2,
         matryoshka_dims=[32, 16],
-        llm_base_model="some/llm",
+    )
+    config["llm"].update(
+        backend="peft",
+        base_model="some/llm",
         lora_rank=4,
         lora_alpha=9,
         lora_dropout=0.2,
         lora_target_modules=["q_proj"],
-        training_epochs=5,
-        llm_learning_rate=1e-3,
-        llm_max_length=333,
-        llm_batch_size=3,
-        llm_max_cpu_hours=0.5,
+        epochs=5,
+        learning_rate=1e-3,
+        max_length=333,
+        batch_size=3,
+        max_cpu_hours=0.5,
     )
     config["reranker"].update(
         kind="colbert",
@@ -85,7 +100,9 @@ def varied_config() -> dict:
         max_length=99,
         negatives_per_query=2,
         mini_batch_size=3,
+        candidates=7,
     )
+    config["raft"].update(distractors=2, oracle_fraction=0.5, answers="extractive")
     return config
 
 
@@ -95,30 +112,90 @@ def varied_config() -> dict:
         ("train_embeddings", EmbeddingTrainingConfig),
         ("train_reranker", RerankerTrainingConfig),
         ("train_lora", LoraTrainingConfig),
+        ("build_raft", RaftConfig),
     ],
 )
 def test_a_training_rule_builds_the_same_settings_from_its_params_as_from_the_whole_config(
     rule: str, cls: type
 ) -> None:
     config = varied_config()
-    full = cls.from_workflow(config)
+    full = bind(cls, config)
     defaults = cls()
-    assert all(getattr(full, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(cls)), (
-        "each field must be moved off its default, or a missing key would go unnoticed"
+    read = set(rule_keys(rule)[cls.SECTION])
+    for name in read | {"seed"}:
+        assert getattr(full, name) != getattr(defaults, name), (
+            f"{name} must be moved off its default, or a missing key would go unnoticed"
+        )
+    part = bind(cls, rule_settings(config, rule))
+    assert {n: getattr(part, n) for n in read | {"seed"}} == {n: getattr(full, n) for n in read | {"seed"}}
+
+
+def test_every_setting_is_declared_once_with_its_readers() -> None:
+    """The one table: every setting, its type and default, and the rules that read it."""
+    table = {name: readers(name) for name in all_settings()}
+    assert len(table) == len(set(table)) >= 70
+    rules = set(RULES) | {"workflow"}
+    for name, who in table.items():
+        assert who, f"{name} is read by no rule"
+        assert set(who) <= rules, name
+        field = all_settings()[name]
+        assert field.description, f"{name} has no help"
+    # the table is what the rules' params carry: a rule's part holds exactly the settings naming it
+    config = load_config()
+    for rule in RULES:
+        part = rule_settings(config, rule)
+        carried = {f"{s}.{k}" for s, keys in part.items() if isinstance(keys, dict) for k in keys}
+        declared = {n for n, who in table.items() if rule in who and not n.startswith("ollama.")} - {"seed"}
+        assert carried - {c for c in carried if c.startswith("ollama.")} == declared, rule
+        assert part["seed"] == config["seed"]
+    assert readers("llm.backend") == ("workflow",)
+    assert readers("embeddings.base_model") == (
+        "train_embeddings",
+        "evaluate_embeddings",
+        "evaluate_reranker",
     )
-    assert cls.from_workflow(rule_settings(config, rule)) == full
+
+
+def test_the_checked_in_schema_and_reference_are_generated_from_the_settings() -> None:
+    assert (ROOT / "config" / "schema.yaml").read_text() == schema_text(), (
+        "config/schema.yaml is out of date: run `python -m ragd_train.settings`"
+    )
+    assert (ROOT / "docs" / "settings.md").read_text() == reference_text(), (
+        "docs/settings.md is out of date: run `python -m ragd_train.settings`"
+    )
+
+
+def test_the_schema_and_the_models_agree_on_every_default() -> None:
+    """A config with nothing set, filled by the schema, equals the models' own defaults."""
+    config = load_config()
+    typed = Settings.model_validate(config)
+    for name in all_settings():
+        section, _, key = name.partition(".")
+        if name == "seed" or section == "ollama" and key in ("host", "model"):
+            continue
+        assert config[section][key] == getattr(getattr(typed, section), key), name
+        assert config[section][key] == all_settings()[name].default, name
+
+
+def test_every_flag_sets_a_declared_setting() -> None:
+    flags = {c: flags_of(c) for c in commands()}
+    assert set(flags) == {"generate-data", "embeddings", "reranker", "llm", "evaluate"}
+    assert flags["llm"]["epochs"][0] == "llm.epochs"
+    assert flags["embeddings"]["epochs"][0] == "embeddings.epochs"
+    assert flags["reranker"]["negatives"][0] == "reranker.negatives_per_query"
+    assert flags["generate-data"]["negatives"][0] == "generate.hard_negatives_per_query"
 
 
 def test_ollama_settings_reach_only_rules_that_call_an_llm() -> None:
     config = load_config()
     config["ollama"].update(host="http://127.0.0.1:1", model="m")
-    config["training"]["query_generator"] = "nollm"
+    config["generate"]["query_generator"] = "nollm"
     assert "ollama" not in rule_settings(config, "generate_queries")
     assert "ollama" not in rule_settings(config, "build_training_data")
-    config["training"]["query_generator"] = "local"
+    config["generate"]["query_generator"] = "local"
     temperature = config["ollama"]["temperature"]
     assert rule_settings(config, "generate_queries")["ollama"] == {"temperature": temperature}
-    config["training"]["query_generator"] = "auto"
+    config["generate"]["query_generator"] = "auto"
     assert rule_settings(config, "build_training_data")["ollama"]["model"] == "m"
     config["evaluation"]["llm_judge"] = False
     assert "ollama" not in rule_settings(config, "evaluate_embeddings")
@@ -132,6 +209,8 @@ def test_ollama_settings_reach_only_rules_that_call_an_llm() -> None:
         "retries",
         "backoff",
     }
-    assert set(rule_settings(config, "train_embeddings")) == {"seed", "training"}
+    config["raft"]["answers"] = "extractive"
+    assert "ollama" not in rule_settings(config, "build_raft")
+    assert set(rule_settings(config, "train_embeddings")) == {"seed", "embeddings"}
     with pytest.raises(KeyError, match="no settings are declared"):
         rule_settings(config, "no_such_rule")

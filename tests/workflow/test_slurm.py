@@ -252,13 +252,8 @@ def write_tiny_config(path: Path, model: Path) -> Path:
         yaml.safe_dump(
             {
                 "corpora": {"demo": {"limit": 4}},
-                "training": {
-                    "query_generator": "nollm",
-                    "queries_per_chunk": 1,
-                    "embedding_epochs": 1,
-                    "embedding_base_model": str(model),
-                    "matryoshka_dims": "none",
-                },
+                "generate": {"query_generator": "nollm", "queries_per_chunk": 1},
+                "embeddings": {"epochs": 1, "base_model": str(model), "matryoshka_dims": "none"},
                 "mining": {"model": str(model)},
             }
         ),

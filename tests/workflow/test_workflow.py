@@ -23,13 +23,8 @@ def workspace(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
     """A workspace and a config file: 5 demo documents, the tiny model, one quick epoch."""
     config = {
         "corpora": {"demo": {"limit": 5}},
-        "training": {
-            "queries_per_chunk": 1,
-            "embedding_base_model": str(tiny_model),
-            "embedding_epochs": 1,
-            "embedding_batch_size": 8,
-            "matryoshka_dims": [16],
-        },
+        "generate": {"queries_per_chunk": 1},
+        "embeddings": {"base_model": str(tiny_model), "epochs": 1, "batch_size": 8, "matryoshka_dims": [16]},
         "mining": {"model": str(tiny_model)},
     }
     cfg = tmp_path / "test.yaml"
@@ -66,7 +61,7 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
 
     # A training hyperparameter changes: only the model rebuilds.
     data = yaml.safe_load(cfg.read_text())
-    data["training"]["embedding_learning_rate"] = 1e-4
+    data["embeddings"]["learning_rate"] = 1e-4
     cfg.write_text(yaml.safe_dump(data))
     dry = snakemake(ws, *cfgargs(cfg), "-n", "--", "models/demo-embeddings")
     out = dry.stdout + dry.stderr
@@ -78,7 +73,7 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
     def params_changed(section: str = "", key: str = "", value: object = None) -> set[str]:
         """The rules whose params differ from the last run's after setting section.key."""
         changed = yaml.safe_load(cfg.read_text())
-        changed["training"].pop("embedding_learning_rate")  # back to what was built
+        changed["embeddings"].pop("learning_rate")  # back to what was built
         if section:
             changed.setdefault(section, {})[key] = value
         other = cfg.with_name("changed.yaml")
@@ -91,9 +86,9 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
         return {rule for rule, body in jobs if "Params have changed" in body}
 
     assert params_changed() == set()
-    assert params_changed("training", "queries_per_chunk", 3) == {"generate_queries"}
+    assert params_changed("generate", "queries_per_chunk", 3) == {"generate_queries"}
     assert params_changed("mining", "candidates", 7) == {"build_training_data"}
-    assert params_changed("training", "embedding_learning_rate", 3e-4) == {"train_embeddings"}
+    assert params_changed("embeddings", "learning_rate", 3e-4) == {"train_embeddings"}
     assert params_changed("evaluation", "mode", "dense") == {"evaluate_embeddings"}
     assert params_changed("evaluation", "llm_max_examples", 3) == set()  # only the LLM report reads it
     assert params_changed("reranker", "epochs", 3) == set()
@@ -108,7 +103,7 @@ def test_demo_embeddings_target_builds_and_is_incremental(workspace: tuple[Path,
 def test_killed_training_leaves_no_model_and_rerun_trains(workspace: tuple[Path, Path]) -> None:
     ws, cfg = workspace
     data = yaml.safe_load(cfg.read_text())
-    data["training"]["embedding_epochs"] = 500  # long enough to be killed mid-training
+    data["embeddings"]["epochs"] = 500  # long enough to be killed mid-training
     cfg.write_text(yaml.safe_dump(data))
     prep = snakemake(ws, *cfgargs(cfg), "--", "training_data/demo/train.jsonl")
     assert prep.returncode == 0, prep.stderr[-3000:]
@@ -138,7 +133,7 @@ def test_killed_training_leaves_no_model_and_rerun_trains(workspace: tuple[Path,
     proc.wait(timeout=60)
     assert not (ws / "models" / "demo-embeddings").exists()
 
-    data["training"]["embedding_epochs"] = 1
+    data["embeddings"]["epochs"] = 1
     cfg.write_text(yaml.safe_dump(data))
     rerun = snakemake(ws, *cfgargs(cfg), "--unlock")
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from ragd_train.chunking import chunk_text
 from ragd_train.errors import InputError
-from ragd_train.generate.chunking import chunk_text
-from ragd_train.generate.snapshot import (
+from ragd_train.snapshot import (
     SOURCES,
     content_hash,
     load_snapshot,
@@ -354,7 +354,7 @@ def test_jsonl_source_fills_in_derived_fields(tmp_path: Path) -> None:
 
 
 def test_an_oversized_chunk_is_cut_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from ragd_train.generate.snapshot import MAX_CHUNK_CHARS
+    from ragd_train.snapshot import MAX_CHUNK_CHARS
 
     huge = "word " * (MAX_CHUNK_CHARS // 2)  # 2.5x the cap
     path = write_jsonl_lines(

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train import __version__
+from ragd_train.chunking import chunk_text
 from ragd_train.errors import InputError
-from ragd_train.generate.chunking import chunk_text
 from ragd_train.jsonl_io import atomic_open, dumps, read_jsonl, write_json
 
 SOURCES = ("ragd", "documents", "jsonl", "beir")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,7 @@ def train_lora(
         from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, package_versions, peak_memory_mb
 
         inputs = {"training_data": raft_path, "test_data": test_path}
-        meta = base_metadata("llm", inputs, asdict(cfg), cfg.seed)
+        meta = base_metadata("llm", inputs, cfg.model_dump(), cfg.seed)
         meta["versions"].update(package_versions(("mlx", "mlx-lm", "unsloth", "trl", "bitsandbytes", "gguf")))
         meta.update(
             {

@@ -70,7 +70,7 @@ def test_matryoshka_dims_follow_model_and_reject_too_big() -> None:
     assert matryoshka_dims("auto", 32) == [32]
     assert matryoshka_dims("none", 384) == []
     assert matryoshka_dims([64, 128], 384) == [384, 128, 64]
-    with pytest.raises(InputError, match=r"training\.matryoshka_dims.*\[512\] exceed.*384"):
+    with pytest.raises(InputError, match=r"embeddings\.matryoshka_dims.*\[512\] exceed.*384"):
         matryoshka_dims([512, 64], 384)
 
 

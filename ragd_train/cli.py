@@ -105,21 +105,42 @@ def _click_type(field: Any) -> Any:
 
 def setting_options(command: str) -> Callable[..., Any]:
     """The flags of ``command`` that set a workflow setting, derived from their declarations in
-    ``ragd_train/settings.py`` (type, bounds, help, default)."""
-    from ragd_train.settings import flag_help, flags_of
+    ``ragd_train/settings.py`` (type, bounds, help, default). They are built when the command is
+    used (its help or a call), so ``ragd train --help`` does not load the settings models."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        for flag, (_dotted, field) in reversed(list(flags_of(command).items())):
-            func = click.option(
-                "--" + flag.replace("_", "-"),
-                flag,
-                type=_click_type(field),
-                default=None,
-                help=flag_help(field),
-            )(func)
+        func.__setting_flags__ = command  # type: ignore[attr-defined]
         return func
 
     return decorate
+
+
+def _setting_flags(command: str) -> list[click.Option]:
+    from ragd_train.settings import flag_help, flags_of
+
+    return [
+        click.Option(
+            ["--" + flag.replace("_", "-"), flag],
+            type=_click_type(field),
+            default=None,
+            help=flag_help(field),
+        )
+        for flag, (_dotted, field) in flags_of(command).items()
+    ]
+
+
+class SettingsCommand(click.Command):
+    """A command whose setting flags (``setting_options``) are added on first use, before the
+    workflow options."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        command = getattr(self.callback, "__setting_flags__", None)
+        if command is not None and not getattr(self, "_flags_added", False):
+            self._flags_added = True
+            names = [p.name for p in self.params]
+            at = names.index("workspace") if "workspace" in names else len(names)
+            self.params[at:at] = _setting_flags(command)
+        return super().get_params(ctx)
 
 
 def flag_of(field: str) -> str | None:
@@ -219,6 +240,9 @@ def main() -> None:
 @main.group()
 def train() -> None:
     """Fine-tune models on your indexed documents (a Snakemake workflow underneath)."""
+
+
+train.command_class = SettingsCommand  # its commands' setting flags come from ragd_train/settings.py
 
 
 corpus_option = click.option(

@@ -17,6 +17,7 @@ Adding a hyperparameter is one ``setting(...)`` line here plus its use.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -822,7 +823,7 @@ def reference_text() -> str:
                 continue
             dotted = f"{name}.{key}" if name else key
             extra = _extra(field)
-            default = "(required)" if field.is_required() else f"`{field.default}`"
+            default = "(required)" if field.is_required() else f"`{json.dumps(field.default)}`"
             flags = ", ".join(
                 f"`ragd train {c} --{f.replace('_', '-')}`" for c, f in extra.get("flags", {}).items()
             )

@@ -98,6 +98,28 @@ def effective_config(cmd: list[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------- commands
 
 
+def test_the_cli_imports_no_settings_models_until_a_command_needs_them() -> None:
+    """``ragd train --help`` stays fast: pydantic and the settings models load only when a command
+    with setting flags shows its help or runs."""
+    heavy = "('pydantic', 'ragd_train.settings', 'torch')"
+    code = f"import sys, ragd_train.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_commands_flags_and_their_help_come_from_the_settings() -> None:
+    from ragd_train.settings import LlmSettings
+
+    result = ragd("llm", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--epochs INTEGER RANGE Training epochs [config: 3]. [x>=1]" in text
+    assert "--backend [auto|mlx|unsloth|peft]" in text
+    assert LlmSettings.model_fields["epochs"].default == 3
+    # the setting flags sit before the shared workflow options
+    assert text.index("--answers") < text.index("--workspace")
+
+
 def test_train_help_lists_the_commands() -> None:
     result = ragd("--help")
     assert result.exit_code == 0

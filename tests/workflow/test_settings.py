@@ -214,3 +214,91 @@ def test_ollama_settings_reach_only_rules_that_call_an_llm() -> None:
     assert set(rule_settings(config, "train_embeddings")) == {"seed", "embeddings"}
     with pytest.raises(KeyError, match="no settings are declared"):
         rule_settings(config, "no_such_rule")
+
+
+# Every setting, once, with the rules that read it (``ollama.*``: the rules that may call an LLM; each
+# reads them only when its config lets it call one). A change here is a change of which rules rerun
+# when the setting changes: update the table on purpose.
+READERS = {
+    "seed": "ALL",
+    "generate.query_generator": "generate_queries build_training_data",
+    "generate.nollm_strategies": "generate_queries",
+    "generate.local_model": "generate_queries",
+    "generate.queries_per_chunk": "generate_queries",
+    "generate.hard_negatives_per_query": "build_training_data",
+    "generate.quality_filter": "build_training_data",
+    "generate.test_ratio": "build_training_data",
+    "mining.model": "build_training_data",
+    "mining.candidates": "build_training_data",
+    "mining.bm25_weight": "build_training_data",
+    "mining.relative_margin": "build_training_data",
+    "mining.exclude_same_document": "build_training_data",
+    "mining.batch_size": "build_training_data",
+    "mining.teacher_pairs": "build_training_data",
+    "mining.teacher_bm25_share": "build_training_data",
+    "mining.roundtrip_top_k": "build_training_data",
+    "mining.judge_min_score": "build_training_data",
+    "embeddings.base_model": "train_embeddings evaluate_embeddings evaluate_reranker",
+    "embeddings.epochs": "train_embeddings",
+    "embeddings.batch_size": "train_embeddings",
+    "embeddings.learning_rate": "train_embeddings",
+    "embeddings.warmup_ratio": "train_embeddings",
+    "embeddings.max_seq_length": "train_embeddings",
+    "embeddings.budget_minutes": "train_embeddings",
+    "embeddings.max_steps": "train_embeddings",
+    "embeddings.loss": "train_embeddings",
+    "embeddings.mini_batch_size": "train_embeddings",
+    "embeddings.hard_negatives": "train_embeddings",
+    "embeddings.matryoshka_dims": "train_embeddings",
+    "reranker.kind": "train_reranker",
+    "reranker.base_model": "train_reranker evaluate_reranker",
+    "reranker.fallback_model": "train_reranker evaluate_reranker",
+    "reranker.loss": "train_reranker",
+    "reranker.epochs": "train_reranker",
+    "reranker.batch_size": "train_reranker",
+    "reranker.learning_rate": "train_reranker",
+    "reranker.warmup_ratio": "train_reranker",
+    "reranker.max_length": "train_reranker evaluate_reranker",
+    "reranker.negatives_per_query": "train_reranker",
+    "reranker.mini_batch_size": "train_reranker",
+    "reranker.budget_minutes": "train_reranker",
+    "reranker.max_steps": "train_reranker",
+    "reranker.candidates": "evaluate_reranker",
+    "raft.distractors": "build_raft",
+    "raft.oracle_fraction": "build_raft",
+    "raft.answers": "build_raft",
+    "llm.backend": "workflow",
+    "llm.base_model": "train_lora",
+    "llm.lora_rank": "train_lora",
+    "llm.lora_alpha": "train_lora",
+    "llm.lora_dropout": "train_lora",
+    "llm.lora_target_modules": "train_lora",
+    "llm.epochs": "train_lora",
+    "llm.learning_rate": "train_lora",
+    "llm.max_length": "train_lora",
+    "llm.batch_size": "train_lora",
+    "llm.max_cpu_hours": "train_lora",
+    "evaluation.require_improvement": "evaluate_embeddings",
+    "evaluation.require_significant": "evaluate_embeddings",
+    "evaluation.mode": "evaluate_embeddings",
+    "evaluation.bootstrap_samples": "evaluate_embeddings evaluate_reranker evaluate_llm",
+    "evaluation.llm_max_examples": "evaluate_llm",
+    "evaluation.llm_max_new_tokens": "evaluate_llm",
+    "evaluation.llm_judge": "evaluate_embeddings evaluate_llm",
+    "evaluation.ragas_llm_queries": "evaluate_embeddings",
+    "evaluation.ragas_llm_minutes": "evaluate_embeddings",
+    "ollama.host": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
+    "ollama.model": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
+    "ollama.temperature": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
+    "ollama.timeout": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
+    "ollama.retries": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
+    "ollama.backoff": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
+}
+
+
+def test_every_setting_is_listed_once_with_the_rules_that_read_it() -> None:
+    declared = {
+        name: "ALL" if set(readers(name)) == set(RULES) else " ".join(readers(name))
+        for name in all_settings()
+    }
+    assert declared == READERS

@@ -113,6 +113,24 @@ def record_lines(path: str | Path) -> Sequence[int]:
     return range(1, 1 << 62)  # lazy: zip stops at the last record
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a one-line :class:`InputError` naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object", path=path)
+    return data
+
+
 def read_records(
     path: str | Path, required: Iterable[str] = (), strings: Iterable[str] = ()
 ) -> list[dict[str, Any]]:

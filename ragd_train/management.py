@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import InputError, RagdTrainError
-from ragd_train.jsonl_io import created_mode
+from ragd_train.jsonl_io import created_mode, read_json_object
 from ragd_train.metadata import (
     METADATA_FILE,
     TrainingMetadata,
     metadata_path,
-    read_json_object,
     sha256_file,
     validate_as,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import platform
 import resource
 import sys
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ragd_train.errors import InputError
+from ragd_train.jsonl_io import read_json_object
 
 METADATA_FILE = "training_metadata.json"
 PACKAGES = ("ragd-train", "torch", "sentence-transformers", "transformers", "datasets", "accelerate", "peft")
@@ -128,24 +128,6 @@ class TrainingMetadata(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def read_json_object(path: str | Path) -> dict[str, Any]:
-    """The JSON object in ``path``; a one-line :class:`InputError` naming the file otherwise."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("file not found", path=path) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
-    except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
-    if not isinstance(data, dict):
-        raise InputError("not a JSON object", path=path)
-    return data
 
 
 def _reason(error: Any) -> str:

@@ -66,7 +66,6 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
 UniqueList = Field(min_length=1, json_schema_extra={"uniqueItems": True})
 
 
@@ -87,14 +86,15 @@ class Corpus(Section):
     chunk_size: int = Field(800, ge=50, description="Characters per chunk (source: documents).")
     chunk_overlap: int = Field(100, ge=0, description="Characters shared by neighbouring chunks.")
     glob: list[str] = Field(["*.md", "*.txt"], description="Files read from a documents folder.")
-    questions: str | None = Field(
+    # optional: absent, never null (as ollama.host; the schema drops a null default)
+    questions: str = Field(
         None,
         min_length=1,
         description="JSONL of natural questions (query, documents: the ids of the documents that "
         "answer it) for the embeddings report's headline and promotion gate; the held-out synthetic "
         "split is reported beside it.",
     )
-    limit: int | None = Field(None, ge=1, description="Read only the first N documents.")
+    limit: int = Field(None, ge=1, description="Read only the first N documents.")
 
 
 CorpusName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$")]
@@ -647,11 +647,6 @@ def rule_settings(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
     return out
 
 
-def section(settings: Mapping[str, Any], name: str) -> Any:
-    """The typed section ``name`` of a config or of a rule's part (defaults where it is silent)."""
-    return SECTIONS[name].model_validate(dict(settings.get(name) or {}))
-
-
 # ------------------------------------------------------------------------- deprecated names
 
 
@@ -778,15 +773,6 @@ def json_schema() -> dict[str, Any]:
     corpora = schema["properties"]["corpora"]
     ((pattern, corpus),) = corpora.pop("patternProperties").items()
     corpora.update(propertyNames={"pattern": pattern}, additionalProperties=corpus)
-    questions = corpus["properties"]["questions"]
-    questions.pop("default", None)
-    if "anyOf" in questions:  # an optional string: absent, never null
-        branch = next(b for b in questions.pop("anyOf") if b.get("type") == "string")
-        questions.update(branch)
-    limit = corpus["properties"]["limit"]
-    limit.pop("default", None)
-    if "anyOf" in limit:
-        limit.update(next(b for b in limit.pop("anyOf") if b.get("type") == "integer"))
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 

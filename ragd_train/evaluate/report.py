@@ -14,8 +14,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from ragd_train.jsonl_io import atomic_open, write_json
-from ragd_train.metadata import read_json_object, validate_as
+from ragd_train.jsonl_io import atomic_open, read_json_object, write_json
+from ragd_train.metadata import validate_as
 
 Kind = Literal["embeddings", "reranker", "llm"]
 KINDS: tuple[str, ...] = get_args(Kind)

@@ -21,17 +21,30 @@ def load_encoder(name: str) -> Any:
 
 
 class CachedEncoder:
-    """Encode texts with a model loaded only when some text is not in the embedding cache yet."""
+    """Encode texts with a model loaded only when some text is not in the embedding cache yet.
 
-    def __init__(self, name: str, cache_root: str | Path | None = None, batch_size: int = 64) -> None:
+    ``precision`` (``auto``, ``fp32``, ``bf16``; the ``encoding.precision`` setting) is resolved for
+    the CPU here and is part of the cache key, so vectors of different precision never mix.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cache_root: str | Path | None = None,
+        batch_size: int = 64,
+        precision: str = "auto",
+    ) -> None:
         from ragd_train.cache import EmbeddingCache, model_fingerprint
         from ragd_train.hub import resolve_model
+        from ragd_train.precision import resolve_precision
 
         self.name = name
         self.path = resolve_model(name)
         self.batch_size = batch_size
+        self.precision = resolve_precision(precision, "cpu")
         self._model: Any = None
-        fingerprint = model_fingerprint(self.path, normalize=True)
+        settings = {"normalize": True} | ({"precision": self.precision} if self.precision != "fp32" else {})
+        fingerprint = model_fingerprint(self.path, **settings)
         self.cache = EmbeddingCache(cache_root, fingerprint) if cache_root is not None else None
 
     @property
@@ -41,18 +54,29 @@ class CachedEncoder:
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        if self.cache is None:
-            return encode(self.model, texts, self.batch_size)
-        return self.cache.encode(texts, lambda todo: encode(self.model, todo, self.batch_size))
+        def run(todo: list[str]) -> np.ndarray:
+            return encode(self.model, todo, self.batch_size, precision=self.precision)
+
+        return run(texts) if self.cache is None else self.cache.encode(texts, run)
 
 
-def encode(model: Any, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """Unit-normalised float32 embeddings of ``texts``."""
-    emb = model.encode(
-        texts,
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=progress,
-    )
-    return np.asarray(emb, dtype=np.float32)
+def encode(
+    model: Any, texts: list[str], batch_size: int = 64, progress: bool = False, precision: str = "fp32"
+) -> np.ndarray:
+    """Unit-normalised float32 embeddings of ``texts``; ``precision`` bf16 runs the model under
+    bf16 autocast (the vectors are normalised in fp32)."""
+    from ragd_train.precision import autocast
+
+    if not texts:
+        return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
+    with autocast(precision, model.device.type):
+        emb = model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=False,
+            show_progress_bar=progress,
+        )
+    emb = emb.float()
+    emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return np.asarray(emb.cpu().numpy(), dtype=np.float32)

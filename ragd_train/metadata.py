@@ -124,6 +124,7 @@ class TrainingMetadata(BaseModel):
     peak_memory_mb: float | None = None
     gpu_peak_memory_mb: float | None = None
     device: str | None = None
+    precision: str | None = None  # embeddings: bf16 or fp32 training arithmetic
     fused_from: str | None = None  # llm-fused
 
 

@@ -149,7 +149,31 @@ class GenerateSettings(Section):
         old="training.quality_filter",
     )
     test_ratio: float = setting(
-        0.2, "Share of documents held out for testing.", B, gt=0, lt=1, old="training.test_ratio"
+        0.2,
+        "Share of documents held out for testing, chosen per document before any query is generated "
+        "or filtered (documents with identical content share a side).",
+        Q + B,
+        gt=0,
+        lt=1,
+        old="training.test_ratio",
+    )
+    dev_ratio: float = setting(
+        0.1,
+        "Share of documents held out as the dev split: neither trained on nor tested, it chooses how "
+        "much of the fine-tuning the shipped model keeps (embeddings.interpolation).",
+        Q + B,
+        ge=0,
+        lt=1,
+    )
+    heldout_strategies: Annotated[
+        list[Literal["claim", "ict", "heading", "keywords", "crop"]], Field(min_length=1)
+    ] = setting(
+        ["claim"],
+        "No-LLM strategies of the dev and test queries, whatever generator writes the training queries: "
+        "one query per held-out chunk, never filtered by a retriever. A claim is the chunk's conclusion "
+        "sentence, taken out of its passage for the evaluation (held-out passage), so that copied "
+        "wording alone does not find it.",
+        Q,
     )
 
 
@@ -241,11 +265,21 @@ class EmbeddingsSettings(Section):
         ge=16,
         old="training.embedding_max_seq_length",
     )
+    max_examples: int | None = setting(
+        3200,
+        "Training examples seen at most (steps = this / batch_size, within epochs): the training length "
+        "comes from the data and this number, never from the clock, so the same inputs give the same "
+        "model on a busy machine. 3200 = 100 steps of 32, about 6 minutes on 2 CPU cores at 128 tokens "
+        "(docs/results.md); null = every epoch.",
+        E,
+        ge=1,
+        flags={"embeddings": "max_examples"},
+    )
     budget_minutes: float = setting(
-        10,
-        "Training-loop wall-clock budget; the steps are cut to fit, 0 = none. The step time is "
-        "measured on a real batch before training starts (printed with the estimate); a faster "
-        "machine trains on more of the data.",
+        0,
+        "Optional wall-clock budget of the training loop (0 = none, the default). When set, the steps are "
+        "cut to what fits at a step time measured before training, so the model then depends on the "
+        "machine's load; the metadata and the report say the step count came from the clock.",
         E,
         ge=0,
         flags={"embeddings": "budget_minutes"},
@@ -253,11 +287,35 @@ class EmbeddingsSettings(Section):
     )
     max_steps: int | None = setting(
         None,
-        "Exactly this many optimizer steps (the same on every machine); overrides epochs and budget_minutes.",
+        "Exactly this many optimizer steps; overrides epochs, max_examples and budget_minutes.",
         E,
         ge=1,
         flags={"embeddings": "max_steps"},
         old="training.embedding_max_steps",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = setting(
+        "auto",
+        "Training arithmetic: bf16 autocast (fp32 master weights) or fp32. auto = bf16 on a CPU with "
+        "native bf16 (AVX512-BF16 or AMX) or a CUDA GPU that supports it, else fp32; recorded in "
+        "training_metadata.json.",
+        E,
+        flags={"embeddings": "precision"},
+    )
+    interpolation: Annotated[
+        list[Annotated[float, Field(ge=0, le=1)]], UniqueList, AfterValidator(_unique)
+    ] = setting(
+        [0.0, 0.25, 0.5, 0.75, 1.0],
+        "Weights of the fine-tuning tried after training (WiSE-FT: base + w x (fine-tuned - base)); the "
+        "one with the best NDCG@10 on the dev split is shipped, ties going to the smaller weight. 0 "
+        "ships the base weights: the report then says to keep the base. [1.0] turns the choice off.",
+        E,
+    )
+    dev_corpus: int = setting(
+        2000,
+        "Chunks searched when choosing the weight: the dev documents' chunks, the dev queries' mined "
+        "candidates, then other chunks in a seeded order.",
+        E,
+        ge=10,
     )
     loss: Literal["auto", "mnrl", "cached_mnrl", "margin_mse", "distill_kl"] = setting(
         "auto",
@@ -364,16 +422,24 @@ class RerankerSettings(Section):
     mini_batch_size: int = setting(
         16, "LambdaLoss forward-pass chunk (bounds memory; no effect on the result).", R, ge=1
     )
+    max_examples: int | None = setting(
+        256,
+        "Training queries seen at most (as embeddings.max_examples: the length never depends on the "
+        "clock); null = every epoch.",
+        R,
+        ge=1,
+        flags={"reranker": "max_examples"},
+    )
     budget_minutes: float = setting(
-        10,
-        "Training-loop wall-clock budget; the steps are cut to fit, 0 = none (as embeddings.budget_minutes).",
+        0,
+        "Optional wall-clock budget of the training loop, 0 = none (as embeddings.budget_minutes).",
         R,
         ge=0,
         flags={"reranker": "budget_minutes"},
     )
     max_steps: int | None = setting(
         None,
-        "Exactly this many optimizer steps; overrides epochs and budget_minutes.",
+        "Exactly this many optimizer steps; overrides epochs, max_examples and budget_minutes.",
         R,
         ge=1,
         flags={"reranker": "max_steps"},
@@ -526,6 +592,18 @@ class EvaluationSettings(Section):
     )
 
 
+class EncodingSettings(Section):
+    """How texts are encoded by mining, the teacher, the held-out model choice and the reports."""
+
+    precision: Literal["auto", "fp32", "bf16"] = setting(
+        "auto",
+        "Encoding arithmetic: bf16 autocast or fp32. auto = bf16 on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX) or a CUDA GPU that supports it, else fp32. Vectors of different "
+        "precision never mix: the embedding cache keys on it; stats and reports record it.",
+        ("build_training_data", "train_embeddings", "evaluate_embeddings", "evaluate_reranker"),
+    )
+
+
 class OllamaSettings(Section):
     """The Ollama server that writes queries and answers and judges (when one is reachable)."""
 
@@ -566,6 +644,7 @@ class Settings(Section):
     raft: RaftSettings = RaftSettings()
     llm: LlmSettings = LlmSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    encoding: EncodingSettings = EncodingSettings()
     ollama: OllamaSettings = OllamaSettings()
 
 

@@ -35,7 +35,7 @@ def trainer_arguments(
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        use_cpu=device == "cpu",
+        use_cpu=(device or "").startswith("cpu"),
         dataloader_pin_memory=torch.cuda.is_available(),
         **extra,
     )
@@ -69,47 +69,64 @@ def progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any:
 
 @dataclass(frozen=True)
 class TrainingBudget:
-    """How long a training loop may run: at most ``epochs`` passes, cut to what fits in
-    ``minutes`` of wall clock (0 = no limit), or exactly ``max_steps`` when set. ``prefix`` names
-    the config fields (``training.embedding_``, ``reranker.``) in messages."""
+    """How long a training loop runs: at most ``epochs`` passes and ``max_examples`` examples
+    (None = no cap), or exactly ``max_steps`` when set; with ``minutes`` > 0 (an option, off by
+    default) the steps are also cut to what fits that much wall clock. ``prefix`` names the config
+    fields (``embeddings.``, ``reranker.``) in messages."""
 
     epochs: int
     minutes: float
     max_steps: int | None
     prefix: str
+    max_examples: int | None = None
 
 
 def measure_step_time(trainer: Any, accumulation: int) -> float:
     """Seconds one optimizer step takes: forward and backward of the first mini-batch of the
     trainer's own data loader through its loss, timed after one warm-up pass; the gradients are
-    discarded."""
+    discarded (no weight changes)."""
+    from ragd_train.precision import autocast
+
     model = trainer.model
     model.train()
     inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    # the trainer's accelerator autocasts only once training starts: do as it will
+    precision = "bf16" if getattr(trainer.args, "bf16", False) else "fp32"
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        trainer.compute_loss(model, dict(inputs)).backward()  # it pops the labels
+        with autocast(precision, model.device.type):
+            loss = trainer.compute_loss(model, dict(inputs))  # it pops the labels
+        loss.backward()
         times.append(time.perf_counter() - t)
     model.zero_grad(set_to_none=True)
     return min(times[1:]) * accumulation
 
 
-def plan_steps(budget: TrainingBudget, steps_per_epoch: int, step_time: float | None) -> dict[str, Any]:
-    """The optimizer steps to train: ``max_steps`` when set, else every epoch, cut to the steps
-    that fit the budget at the measured ``step_time``."""
+def plan_steps(
+    budget: TrainingBudget, steps_per_epoch: int, step_time: float | None, batch: int = 1
+) -> dict[str, Any]:
+    """The optimizer steps to train, from the data and the settings: ``max_steps`` when set, else
+    every epoch, cut to ``max_examples`` (``batch`` examples a step); only an explicit
+    ``minutes`` budget cuts them further, by the measured ``step_time`` (``clock`` is then true)."""
     full = steps_per_epoch * budget.epochs
+    clock = False
     if budget.max_steps is not None:
         steps, limit = budget.max_steps, f"{budget.prefix}max_steps"
-    elif step_time and budget.minutes > 0 and budget.minutes * 60 < full * step_time:
-        steps, limit = max(1, int(budget.minutes * 60 // step_time)), f"{budget.prefix}budget_minutes"
     else:
         steps, limit = full, f"{budget.prefix}epochs"
+        if budget.max_examples is not None and -(-budget.max_examples // batch) < full:
+            steps, limit = -(-budget.max_examples // batch), f"{budget.prefix}max_examples"
+        if step_time and budget.minutes > 0 and budget.minutes * 60 < steps * step_time:
+            steps, limit = max(1, int(budget.minutes * 60 // step_time)), f"{budget.prefix}budget_minutes"
+            clock = True
     return {
         "steps": steps,
         "epoch_steps": steps_per_epoch,
         "full_steps": full,
         "limited_by": limit,
+        "from_clock": clock,
+        "max_examples": budget.max_examples,
         "budget_minutes": budget.minutes,
         "step_time_s": round(step_time, 3) if step_time else None,
         "estimate_s": round(steps * step_time, 1) if step_time else None,
@@ -124,13 +141,14 @@ def plan_training(
     seed: int,
     history: list[dict[str, float]],
 ) -> dict[str, Any]:
-    """Measure the step time (unless ``max_steps`` fixes the count), set the trainer's steps to
-    the plan and attach the progress callback; training then starts from the seed again."""
+    """Measure the step time (for the printed estimate; it decides the step count only under an
+    explicit minutes budget), set the trainer's steps to the plan and attach the progress callback;
+    training then starts from the seed again."""
     from transformers import set_seed
 
-    timed = budget.max_steps is None and budget.minutes > 0
-    step_time = measure_step_time(trainer, accumulation) if timed else None
-    plan = plan_steps(budget, steps_per_epoch, step_time)
+    step_time = measure_step_time(trainer, accumulation)
+    batch = trainer.args.per_device_train_batch_size * accumulation
+    plan = plan_steps(budget, steps_per_epoch, step_time, batch)
     trainer.args.max_steps = plan["steps"]
     trainer.add_callback(progress_callback(plan["steps"], history))
     set_seed(seed)  # the timing pass drew dropout masks
@@ -149,7 +167,8 @@ def plan_message(plan: dict[str, Any], what: str, examples: int, batch: int) -> 
     if plan["limited_by"].endswith("budget_minutes"):
         line += (
             f"; cut from {plan['full_steps']} steps to fit the {plan['budget_minutes']:g}-minute budget "
-            f"({plan['limited_by']})"
+            f"({plan['limited_by']}: the step count comes from the clock, so it depends on the "
+            "machine's load)"
         )
     else:
         line += f"; set by {plan['limited_by']}"

@@ -1,6 +1,7 @@
 rule train_embeddings:
     input:
         train="training_data/{corpus}/train.jsonl",
+        dev="training_data/{corpus}/dev.jsonl",
         snapshot=snapshot_of,
     output:
         model=directory("models/{corpus}-embeddings"),

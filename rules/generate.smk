@@ -27,6 +27,7 @@ rule build_training_data:
         generation_stats="training_data/{corpus}/generation_stats.json",
     output:
         train="training_data/{corpus}/train.jsonl",
+        dev="training_data/{corpus}/dev.jsonl",
         test="training_data/{corpus}/test.jsonl",
         stats="training_data/{corpus}/stats.json",
     log:

@@ -13,6 +13,7 @@ with rule_log(snakemake):
         snakemake.output.train,
         snakemake.output.test,
         snakemake.params.settings,
+        dev_path=snakemake.output.dev,
         stats_path=snakemake.output.stats,
         cache_dir="cache",
         generation_stats=json.loads(Path(snakemake.input.generation_stats).read_text()),

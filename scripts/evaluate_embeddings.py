@@ -24,6 +24,7 @@ with rule_log(snakemake):
         llm_note=note,
         ragas_llm_queries=evaluation["ragas_llm_queries"],
         ragas_llm_minutes=evaluation["ragas_llm_minutes"],
+        precision=settings["encoding"]["precision"],
     )
     write_report(report, snakemake.output.json, snakemake.output.md, snakemake.output.png)
     print(report["summary"])

@@ -9,7 +9,7 @@ from ragd_train.progress import rule_log
 
 @cache
 def encoder(name):
-    return CachedEncoder(name, "cache")
+    return CachedEncoder(name, "cache", precision=snakemake.params.settings["encoding"]["precision"])
 
 
 def embed(name, texts):

@@ -12,6 +12,8 @@ with rule_log(snakemake):
         snakemake.output.model,
         bind(EmbeddingTrainingConfig, snakemake.params.settings),
         snapshot_path=snakemake.input.snapshot,
+        dev_path=snakemake.input.dev,
+        precision=snakemake.params.settings["encoding"]["precision"],
     )
     folders = index_folders(snakemake.input.snapshot, None)
     print(ragd_config_hint(snakemake.output.model, meta["output_dimension"], folders))

@@ -34,7 +34,8 @@ def test_defaults_filled_from_the_schema() -> None:
     assert config["generate"]["query_generator"] == "auto"
     assert config["generate"]["nollm_strategies"] == ["heading", "ict", "keywords"]
     assert config["embeddings"]["epochs"] == 1
-    assert config["embeddings"]["budget_minutes"] == 10
+    assert config["embeddings"]["budget_minutes"] == 0 and config["embeddings"]["max_examples"] == 3200
+    assert config["encoding"] == {"precision": "auto"}
     assert config["embeddings"]["max_steps"] is None
     assert config["evaluation"]["mode"] == "hybrid" and config["evaluation"]["require_significant"]
     assert config["embeddings"]["matryoshka_dims"] == "auto"

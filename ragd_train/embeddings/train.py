@@ -238,9 +238,16 @@ def train_embeddings(
     cfg: EmbeddingTrainingConfig,
     *,
     snapshot_path: str | Path | None = None,
+    dev_path: str | Path | None = None,
+    precision: str = "auto",
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Train into a temporary directory next to ``output_dir``; move it into place when complete."""
+    """Train into a temporary directory next to ``output_dir``; move it into place when complete.
+
+    With a dev split (``dev_path`` and ``snapshot_path``), the shipped weights are the
+    interpolation between base and fine-tuned that scores best on it (``embeddings.interpolation``;
+    ``precision`` is ``encoding.precision``, for those encodings).
+    """
     import torch
     from datasets import Dataset
     from sentence_transformers import (
@@ -251,6 +258,7 @@ def train_embeddings(
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from ragd_train.hub import resolve_model
+    from ragd_train.precision import resolve_precision
 
     start = time.monotonic()
     output_dir = Path(output_dir)
@@ -279,6 +287,7 @@ def train_embeddings(
         loss, str(model.device), batch_size, cfg.mini_batch_size, cfg.max_seq_length, len(rows[0]) - 1
     )
     steps_per_epoch = -(-len(rows) // batch_size)
+    train_precision = resolve_precision(cfg.precision, model.device.type)
     history: list[dict[str, float]] = []
 
     with staged_output(output_dir) as staging:
@@ -291,7 +300,8 @@ def train_embeddings(
             learning_rate=cfg.learning_rate,
             warmup_ratio=cfg.warmup_ratio,
             seed=cfg.seed,
-            device=device,
+            device=device or model.device.type,
+            bf16=train_precision == "bf16",
             # in-batch negatives need distinct texts; distillation compares only within a row
             batch_sampler=BatchSamplers.BATCH_SAMPLER
             if loss in DISTILL_LOSSES
@@ -307,21 +317,40 @@ def train_embeddings(
             trainer,
             accumulation,
             steps_per_epoch,
-            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "embeddings."),
+            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "embeddings.", cfg.max_examples),
             cfg.seed,
             history,
         )
-        message = plan_message(plan, f"{cfg.base_model} with {loss}", len(rows), batch_size)
+        message = plan_message(
+            plan, f"{cfg.base_model} with {loss} ({train_precision})", len(rows), batch_size
+        )
         log.info("%s (dims %s)", message, dims or "-")
         print(message, flush=True)
         train_start = time.monotonic()
         trainer.train()
         train_time = time.monotonic() - train_start
         model.max_seq_length = served_length  # trained on shorter texts, still reads whole chunks
-        save_model_files(model, staging)
-        meta = base_metadata(
-            "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, cfg.model_dump(), cfg.seed
+        from ragd_train.embeddings.interpolate import choose_interpolation
+
+        t = time.monotonic()
+        interpolation = choose_interpolation(
+            model,
+            resolved,
+            dev_path,
+            snapshot_path,
+            list(cfg.interpolation),
+            corpus_size=cfg.dev_corpus,
+            precision=precision,
+            seed=cfg.seed,
+            cache_dir="cache" if Path("cache").is_dir() else None,
         )
+        interpolation["time_s"] = round(time.monotonic() - t, 1)
+        print(f"shipped weights: {interpolation['reason']}", flush=True)
+        save_model_files(model, staging)
+        inputs = {"training_data": train_path, "snapshot": snapshot_path} | (
+            {"dev_data": dev_path} if dev_path is not None else {}
+        )
+        meta = base_metadata("embeddings", inputs, cfg.model_dump(), cfg.seed)
         meta.update(
             {
                 "base_model": cfg.base_model,
@@ -329,6 +358,9 @@ def train_embeddings(
                 "training_examples": len(rows),
                 "training_plan": plan,
                 "loss": loss,
+                "precision": train_precision,
+                "encoding_precision": resolve_precision(precision),
+                "interpolation": interpolation,
                 "output_dimension": model_dim,
                 "matryoshka_dims": dims,
                 "max_seq_length": served_length,

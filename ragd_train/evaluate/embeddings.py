@@ -25,6 +25,36 @@ log = logging.getLogger("ragd_train")
 KS = {"ndcg": [10], "mrr": [10], "recall": [1, 10, 100]}
 HEADLINE = "ndcg@10"
 RAGAS_TOP_K = 10
+# A test set on which the base already ranks an answer first this often cannot show a gain: it is
+# reported as "cannot tell" and never decides the gate.
+CEILING_MRR = 0.95
+
+
+def heldout_passages(test_path: str | Path) -> dict[str, str]:
+    """Positive id -> the passage a held-out query is evaluated against (its chunk without the
+    sentence the query was taken from; ``generate.heldout_strategies``)."""
+    out: dict[str, str] = {}
+    for record in read_records(test_path, required=("positive_id",)):
+        passage = record.get("heldout_passage")
+        if isinstance(passage, str) and passage.strip():
+            out.setdefault(str(record["positive_id"]), passage)
+    return out
+
+
+def same_text_qrels(
+    qrels: dict[str, dict[str, int]], chunks: list[dict[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """Chunk qrels where every chunk with the same text as a positive counts as relevant too
+    (identical chunks under different names answer alike)."""
+    by_text: dict[str, list[str]] = {}
+    text_of = {}
+    for c in chunks:
+        by_text.setdefault(c["text"], []).append(c["chunk_id"])
+        text_of[c["chunk_id"]] = c["text"]
+    return {
+        q: {twin: 1 for pid in rel for twin in by_text.get(text_of.get(pid, ""), [pid])} | rel
+        for q, rel in qrels.items()
+    }
 
 
 def load_test_set(test_path: str | Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
@@ -211,6 +241,23 @@ def _metric_rows(
     return rows
 
 
+def _training_summary(model_dir: str | Path) -> dict[str, Any]:
+    """What the model's metadata says of its training: the step plan (and whether the clock set
+    it) and the interpolation weight chosen on the dev split."""
+    path = metadata_path(model_dir)
+    if not path.exists():
+        return {}
+    meta = read_metadata(path, partial=True).model_dump()
+    plan = meta.get("training_plan") or {}
+    return {
+        "steps": plan.get("steps"),
+        "limited_by": plan.get("limited_by"),
+        "from_clock": plan.get("from_clock", str(plan.get("limited_by", "")).endswith("budget_minutes")),
+        "precision": meta.get("precision"),
+        "interpolation": meta.get("interpolation") or {},
+    }
+
+
 def gate_reasons(
     head: dict[str, Any],
     retrieval: list[dict[str, Any]],
@@ -255,6 +302,7 @@ def evaluate_models(
     ragas_llm_queries: int = 20,
     ragas_llm_minutes: float = 10,
     cache_dir: str | Path | None = "cache",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Compare ``model_dir`` with ``base_model`` against the whole snapshot.
 
@@ -285,6 +333,12 @@ def evaluate_models(
     questions, question_qrels = (
         load_questions(questions_path, chunks, strict=strict_questions) if questions_path else ({}, {})
     )
+    qrels_map = same_text_qrels(qrels_map, chunks)
+    passages = heldout_passages(test_path)
+    position = {cid: i for i, cid in enumerate(doc_ids)}
+    held_rows = [position[pid] for pid in passages]
+    # the synthetic set's corpus: each held-out positive as its passage without the query sentence
+    held_chunks = [c | {"text": passages[c["chunk_id"]]} if c["chunk_id"] in passages else c for c in chunks]
     qids = list(queries)
     qrels = [qrels_map[q] for q in qids]
     max_k = max(k for cut in KS.values() for k in cut)
@@ -292,8 +346,11 @@ def evaluate_models(
     sides: dict[str, dict[str, Any]] = {}
     for side, name in (("base", base_model), ("finetuned", str(model_dir))):
         t = time.monotonic()
-        encoder = CachedEncoder(name, cache_dir)
+        encoder = CachedEncoder(name, cache_dir, precision=precision)
         corpus_emb = encoder.encode([c["text"] for c in chunks])
+        held_emb = corpus_emb.copy()
+        if held_rows:
+            held_emb[held_rows] = encoder.encode(list(passages.values()))
         query_emb = encoder.encode([queries[q] for q in qids])
         question_emb = encoder.encode(list(questions.values())) if questions else None
         full = int(corpus_emb.shape[1])
@@ -301,9 +358,11 @@ def evaluate_models(
             "model": name,
             "dim": full,
             "corpus_emb": corpus_emb,
+            "held_emb": held_emb,
             "query_emb": query_emb,
             "question_emb": question_emb,
             "encode_s": time.monotonic() - t,
+            "precision": encoder.precision,
         }
     dims = model_dims(model_dir, sides["finetuned"]["dim"])
     per_dim: dict[str, Any] = {}
@@ -313,28 +372,37 @@ def evaluate_models(
         for side in ("base", "finetuned"):
             s = sides[side]
             # A base with fewer dimensions is compared at its own full dimension.
-            ranked[side] = _rank(s["query_emb"], s["corpus_emb"], doc_ids, min(dim, s["dim"]), max_k)
+            ranked[side] = _rank(s["query_emb"], s["held_emb"], doc_ids, min(dim, s["dim"]), max_k)
         if dim == dims[0]:
             ranked_full = ranked
         per_dim[str(dim)] = _metric_rows(ranked, qrels, bootstrap_samples, seed)
 
     # Every test set, dense alone and through ragd's hybrid search, at the full dimension.
     document_of = {c["chunk_id"]: c["document_id"] for c in chunks}
-    sets = {"synthetic": (qids, queries, qrels, "query_emb", "chunk")}
+    sets = {"synthetic": (qids, queries, qrels, "query_emb", "chunk", "held_emb")}
     if questions:
         q_ids = list(questions)
         sets = {
-            "questions": (q_ids, questions, [question_qrels[q] for q in q_ids], "question_emb", "document")
+            "questions": (
+                q_ids,
+                questions,
+                [question_qrels[q] for q in q_ids],
+                "question_emb",
+                "document",
+                "corpus_emb",
+            )
         } | sets
     retrieval: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ragd-train-hybrid-") as tmp:
-        hybrid = HybridSearch(chunks, Path(tmp))
-        for set_name, (ids, texts, set_qrels, emb_key, level) in sets.items():
+        searches = {"corpus_emb": HybridSearch(chunks, Path(tmp) / "corpus")}
+        searches["held_emb"] = (
+            HybridSearch(held_chunks, Path(tmp) / "held") if held_rows else searches["corpus_emb"]
+        )
+        for set_name, (ids, texts, set_qrels, emb_key, level, corpus_key) in sets.items():
+            hybrid = searches[corpus_key]
             query_texts = [texts[q] for q in ids]
             dense = {
-                side: _rank(
-                    sides[side][emb_key], sides[side]["corpus_emb"], doc_ids, sides[side]["dim"], fetch
-                )
+                side: _rank(sides[side][emb_key], sides[side][corpus_key], doc_ids, sides[side]["dim"], fetch)
                 for side in ("base", "finetuned")
             }
             for mode_name in ("dense", "hybrid"):
@@ -352,21 +420,38 @@ def evaluate_models(
                         ]
                 if level == "document":
                     by_side = {side: to_documents(rows, document_of) for side, rows in by_side.items()}
+                metrics = _metric_rows(by_side, set_qrels, bootstrap_samples, seed)
                 retrieval.append(
                     {
                         "test_set": set_name,
                         "mode": mode_name,
                         "level": level,
                         "queries": len(ids),
-                        "metrics": _metric_rows(by_side, set_qrels, bootstrap_samples, seed),
+                        "metrics": metrics,
+                        "base_mrr@10": metrics["mrr@10"]["base"],
+                        "base_recall@10": metrics["recall@10"]["base"],
+                        "ceiling": metrics["mrr@10"]["base"] >= CEILING_MRR,
                     }
                     | ({"keyword_share": share} if mode_name == "hybrid" else {})
                 )
-        implementation = hybrid.implementation
-    primary_set = "questions" if questions else "synthetic"
-    primary = next(r for r in retrieval if r["test_set"] == primary_set and r["mode"] == mode)
+        implementation = searches["corpus_emb"].implementation
+    # The set that decides: natural questions when there are some, else the held-out synthetic
+    # queries, in ``mode``; a set at the ceiling cannot tell, and then neither can the report.
+    candidates = [r for r in retrieval if r["mode"] == mode]
+    deciding = next((r for r in candidates if not r["ceiling"]), None)
+    primary = deciding or candidates[0]
+    primary_set = primary["test_set"]
     head = primary["metrics"][HEADLINE]
     reasons = gate_reasons(head, retrieval, require_improvement, require_significant)
+    if deciding is None:
+        reasons.insert(
+            0,
+            f"cannot tell: every test set is at the ceiling in {mode} search (the base's MRR@10 is "
+            f"at least {CEILING_MRR}), so none can show a gain",
+        )
+    training = _training_summary(model_dir)
+    if training.get("interpolation", {}).get("weight") == 0.0:
+        reasons.insert(0, "the dev split chose the base's weights (interpolation weight 0)")
     ragas = {side: _ragas_id_metrics(ranked_full[side], qrels) for side in ranked_full}
     ragas["llm_judged"] = _ragas_llm(
         llm,
@@ -410,7 +495,9 @@ def evaluate_models(
             "ci_low": head.get("ci_low"),
             "ci_high": head.get("ci_high"),
             "p_value": head.get("p_value"),
+            "decided": deciding is not None,
         },
+        "training": training,
         "gate": {
             "require_improvement": require_improvement,
             "require_significant": require_significant,
@@ -418,6 +505,7 @@ def evaluate_models(
             "reasons": reasons,
         },
         "ragas": ragas,
+        "encoding": {"precision": sides["finetuned"]["precision"]},
         "timings_s": {f"encode_{side}": round(sides[side]["encode_s"], 2) for side in sides}
         | {"total": round(time.monotonic() - start, 2)},
     }
@@ -437,26 +525,44 @@ def gate_message(report: dict[str, Any]) -> str:
         f"{where}NDCG@10 {h['base']:.4f} -> {h['finetuned']:.4f} (delta {h['delta']:+.4f}, 95% CI "
         f"[{h['ci_low']:+.4f}, {h['ci_high']:+.4f}], p={h['p_value']:.3g})"
     )
+    clock = ""
+    if (report.get("training") or {}).get("from_clock"):
+        clock = (
+            " Its step count came from the clock (embeddings.budget_minutes), so a rebuild on a busier "
+            "or idler machine gives another model."
+        )
     if gate["verdict"] == "promoted":
-        return f"The fine-tuned model is better than its base: {numbers}."
+        return f"The fine-tuned model is better than its base: {numbers}.{clock}"
     why = "; ".join(gate.get("reasons") or []) or f"required gain {gate['require_improvement']:+.4f}"
-    return f"The fine-tuned model is NOT better than its base ({why}): {numbers}. Keep using the base model."
+    lost = any("significant NDCG@10 loss" in r for r in gate.get("reasons") or [])
+    if h.get("decided") is False and not lost:  # a set at the ceiling can still show a loss
+        return (
+            f"The report cannot tell whether the fine-tuned model is better than its base ({why}): "
+            f"{numbers}. Keep using the base model.{clock}"
+        )
+    return (
+        f"The fine-tuned model is NOT better than its base ({why}): {numbers}. "
+        f"Keep using the base model.{clock}"
+    )
 
 
 def retrieval_table(report: dict[str, Any]) -> list[str]:
     """Markdown rows: every test set and search mode, base vs fine-tuned, with the CI of the change."""
     lines = [
-        "| test set | search | queries | metric | base | fine-tuned | delta | 95% CI | p |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| test set | search | queries | room | metric | base | fine-tuned | delta | 95% CI | p |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report.get("retrieval", []):
         mode = r["mode"]
         if "keyword_share" in r:
             mode += f" ({r['keyword_share']:.0%} with keyword hits)"
+        room = "cannot tell (at the ceiling)" if r.get("ceiling") else "yes"
+        if "base_mrr@10" in r:
+            room += f": base MRR@10 {r['base_mrr@10']:.3f}, Recall@10 {r['base_recall@10']:.3f}"
         for name in (HEADLINE, "recall@10", "recall@100"):
             m = r["metrics"][name]
             lines.append(
-                f"| {SET_NAMES[r['test_set']]} ({r['level']}s) | {mode} | {r['queries']} | {name} | "
+                f"| {SET_NAMES[r['test_set']]} ({r['level']}s) | {mode} | {r['queries']} | {room} | {name} | "
                 f"{m['base']:.4f} | {m['finetuned']:.4f} | {m['delta']:+.4f} | "
                 f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {m['p_value']:.3g} |"
             )
@@ -464,40 +570,74 @@ def retrieval_table(report: dict[str, Any]) -> list[str]:
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> None:
-    """Bars per metric (base vs fine-tuned, with the CI of the difference) and NDCG@10 against dimension."""
+    """The change of NDCG@10 with its 95% CI for every test set and search mode (the deciding one
+    marked, sets at the ceiling grey), the dev split's interpolation curve, and NDCG@10 by
+    Matryoshka dimension when the model has several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    full = str(report["dims"][0])
-    metrics = list(report["metrics"][full])
-    base = [report["metrics"][full][m].get("base", np.nan) for m in metrics]
-    tuned = [report["metrics"][full][m]["finetuned"] for m in metrics]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
-    x = np.arange(len(metrics))
-    left.bar(x - 0.2, base, 0.4, label="base", color="#9aa5b1")
-    left.bar(x + 0.2, tuned, 0.4, label="fine-tuned", color="#2f7ed8")
-    for i, m in enumerate(metrics):
-        row = report["metrics"][full][m]
-        if "delta" in row:
-            left.annotate(
-                f"{row['delta']:+.3f}", (x[i] + 0.2, tuned[i]), ha="center", va="bottom", fontsize=8
-            )
-    left.set_xticks(x, metrics)
-    left.set_ylim(0, 1.05)
-    left.set_title(f"{Path(report['model']).name} vs base (dim {full})")
-    left.legend(loc="lower right")
+    rows = report.get("retrieval", [])
+    curve = ((report.get("training") or {}).get("interpolation") or {}).get("curve") or []
     dims = [int(d) for d in report["metrics"]]
-    for side, color in (("base", "#9aa5b1"), ("finetuned", "#2f7ed8")):
-        ys = [report["metrics"][str(d)][HEADLINE].get(side, np.nan) for d in dims]
-        right.plot(dims, ys, marker="o", color=color, label=side)
-    right.set_xscale("log", base=2)
-    right.set_xticks(dims, [str(d) for d in dims])
-    right.set_xlabel("embedding dimension (Matryoshka)")
-    right.set_ylabel("NDCG@10")
-    right.set_title("NDCG@10 by dimension")
-    right.legend()
+    panels = 1 + bool(curve) + (len(dims) > 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels + 1, 4.2), squeeze=False)
+    left, extra = axes[0][0], list(axes[0][1:])
+    head = report["headline"]
+    labels, colors = [], []
+    for i, r in enumerate(rows):
+        m = r["metrics"][HEADLINE]
+        decides = (
+            head.get("decided") is not False
+            and r["test_set"] == head.get("test_set")
+            and r["mode"] == head.get("mode")
+        )
+        color = "#b0b0b0" if r.get("ceiling") else ("#2f7ed8" if decides else "#555555")
+        left.errorbar(
+            m["delta"],
+            i,
+            xerr=[[m["delta"] - m["ci_low"]], [m["ci_high"] - m["delta"]]],
+            fmt="D" if decides else "o",
+            color=color,
+            capsize=4,
+            markersize=8 if decides else 6,
+        )
+        label = f"{SET_NAMES[r['test_set']]}, {r['mode']} (n={r['queries']})"
+        if r.get("ceiling"):
+            label += "\ncannot tell: base at the ceiling"
+        elif decides:
+            label += "\ndecides the verdict"
+        labels.append(label)
+        colors.append(color)
+    left.axvline(0, color="#999999", linewidth=1)
+    left.set_yticks(range(len(rows)), labels, fontsize=8)
+    for tick, color in zip(left.get_yticklabels(), colors, strict=True):
+        tick.set_color(color)
+    left.invert_yaxis()
+    left.set_xlabel("NDCG@10 change, fine-tuned - base (95% CI)")
+    left.set_title(f"{Path(report['model']).name} vs base", fontsize=10)
+    if curve:
+        ax = extra.pop(0)
+        chosen = report["training"]["interpolation"].get("weight")
+        ws = [p["weight"] for p in curve]
+        ax.plot(ws, [p["ndcg@10"] for p in curve], marker="o", color="#2f7ed8")
+        for p in curve:
+            if p["weight"] == chosen:
+                ax.plot([p["weight"]], [p["ndcg@10"]], marker="*", markersize=16, color="#d8452f")
+        ax.set_xlabel("weight of the fine-tuning (0 = base, 1 = as trained)")
+        ax.set_ylabel("dev NDCG@10")
+        ax.set_title(f"interpolation on the dev split (shipped: {chosen:g})", fontsize=10)
+    if len(dims) > 1:
+        ax = extra.pop(0)
+        for side, color in (("base", "#9aa5b1"), ("finetuned", "#2f7ed8")):
+            ys = [report["metrics"][str(d)][HEADLINE].get(side, np.nan) for d in dims]
+            ax.plot(dims, ys, marker="o", color=color, label=side)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+        ax.set_xlabel("embedding dimension (Matryoshka)")
+        ax.set_ylabel("NDCG@10 (held-out synthetic, dense)")
+        ax.legend()
     fig.suptitle(gate_message(report).split(":")[0], fontsize=10)
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:
@@ -518,6 +658,31 @@ def markdown_report(report: dict[str, Any], png_name: str) -> str:
         f"![evaluation]({png_name})",
         "",
     ]
+    training = report.get("training") or {}
+    if training:
+        how = (
+            "the clock (embeddings.budget_minutes): not reproducible"
+            if training.get("from_clock")
+            else (f"{training.get('limited_by')}, from the data, not the clock")
+        )
+        lines += [
+            "## Training",
+            "",
+            f"- {training.get('steps')} steps, set by {how}; arithmetic {training.get('precision')}.",
+        ]
+        interp = training.get("interpolation") or {}
+        if interp:
+            lines.append(f"- Shipped weights: {interp.get('reason')}.")
+            if interp.get("curve"):
+                lines += [
+                    f"- Dev split: {interp.get('dev_queries')} queries, "
+                    f"{interp.get('dev_corpus')} chunks searched.",
+                    "",
+                    "| weight of the fine-tuning | dev NDCG@10 |",
+                    "| --- | --- |",
+                    *[f"| {p['weight']:g} | {p['ndcg@10']:.4f} |" for p in interp["curve"]],
+                ]
+        lines.append("")
     if report.get("retrieval"):
         lines += [
             "## Where ragd searches",

@@ -3,7 +3,6 @@ split by document (the ``build_training_data`` rule)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -27,49 +26,67 @@ def build_training_data(
     test_path: str | Path,
     config: dict[str, Any],
     *,
+    dev_path: str | Path | None = None,
     stats_path: str | Path | None = None,
     cache_dir: str | Path = "cache",
     generation_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Mine hard negatives, apply the quality filter, split by document and write train/test."""
+    """Split by document, mine hard negatives, filter the training side and write train/dev/test.
+
+    The side of each document is decided first (``assign_documents``); the quality filter (the
+    LLM judge or the base retriever's round trip) only ever drops training queries, so the dev and
+    test sets are never chosen by a model they judge.
+    """
+    from ragd_train.generate.split import assign_documents, duplicate_documents
+
     generate, seed = config["generate"], config["seed"]
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     chunks = load_snapshot(snapshot_path)
     queries = read_jsonl(queries_path, QUERY_FIELDS)
     index = _chunk_index(chunks, queries, snapshot_path, queries_path)
+    sides = assign_documents(chunks, seed, generate["test_ratio"], generate["dev_ratio"])
     mined, pairs, encoder = _mine(chunks, queries, index, config, cache_dir, timings)
 
     t = time.monotonic()
     judge = _make_judge(config, cache_dir) if generate["quality_filter"] else None
-    records: list[dict[str, Any]] = []
+    split: dict[str, list[dict[str, Any]]] = {"train": [], "dev": [], "test": []}
     dropped: Counter[str] = Counter()
     for q, result, pair in track(list(zip(queries, mined, pairs, strict=True)), "filtering"):
         chunk = chunks[index[q["chunk_id"]]]
-        verdict = (
-            _verdict(judge, q, chunk, result, config["mining"]["roundtrip_top_k"])
-            if generate["quality_filter"]
-            else {"method": "none", "kept": True}
-        )
+        side = sides[chunk["document_id"]]
+        if side != "train":  # held out: never filtered, least of all by the base retriever
+            verdict = {"method": "none (held out)", "kept": True}
+        elif generate["quality_filter"]:
+            verdict = _verdict(judge, q, chunk, result, config["mining"]["roundtrip_top_k"])
+        else:
+            verdict = {"method": "none", "kept": True}
         if verdict["kept"]:
-            records.append(_record(q, chunk, result, pair, verdict, chunks))
+            record = _record(q, chunk, result, pair if side == "train" else None, verdict, chunks)
+            split[side].append(record | {"split": side})
         else:
             dropped[verdict["method"]] += 1
     timings["filter_s"] = time.monotonic() - t
-    if not records:
-        raise RagdTrainError(f"the quality filter dropped all {len(queries)} queries ({dict(dropped)})")
-
-    train, test = split_by_document(records, generate["test_ratio"], seed)
+    train, dev, test = split["train"], split["dev"], split["test"]
+    if not train:
+        raise RagdTrainError(
+            f"no training query left: the quality filter dropped all {len(queries)} ({dict(dropped)})"
+        )
     write_jsonl(train_path, train)
     write_jsonl(test_path, test)
+    if dev_path is not None:
+        write_jsonl(dev_path, dev)
     timings["total_s"] = time.monotonic() - t0
+    records = train + dev + test
     short = Counter(len(r["negatives"]) < generate["hard_negatives_per_query"] for r in records)[True]
     log.info(
-        "kept %d of %d queries (dropped %s); train %d, test %d; %d records have fewer than %d negatives",
+        "kept %d of %d queries (dropped %s); train %d, dev %d, test %d; %d records have fewer than %d "
+        "negatives",
         len(records),
         len(queries),
         dict(dropped) or "none",
         len(train),
+        len(dev),
         len(test),
         short,
         generate["hard_negatives_per_query"],
@@ -81,16 +98,22 @@ def build_training_data(
             "kept": len(records),
             "dropped": dict(dropped),
             "method": judge_method(judge, generate),
+            "applies_to": "training queries only (dev and test are never filtered)",
         },
         "split": {
+            "by": "document, decided before generation and filtering",
             "train": len(train),
+            "dev": len(dev),
             "test": len(test),
             "train_documents": len({r["source_document"] for r in train}),
+            "dev_documents": len({r["source_document"] for r in dev}),
             "test_documents": len({r["source_document"] for r in test}),
+            "duplicate_documents": duplicate_documents(chunks),
         },
         "mining": {
             "records_with_fewer_negatives": short,
             "model": config["mining"]["model"],
+            "precision": encoder.precision,
             "embeddings_from_cache": encoder.cache.hits if encoder.cache else 0,
             "embeddings_computed": encoder.cache.misses if encoder.cache else len(chunks) + len(queries),
         },
@@ -135,7 +158,7 @@ def _mine(
     documents = [c["document_id"] for c in chunks]
     positives = [index[q["chunk_id"]] for q in queries]
     query_texts = [q["query"] for q in queries]
-    encoder = CachedEncoder(mining["model"], cache_dir, mining["batch_size"])
+    encoder = CachedEncoder(mining["model"], cache_dir, mining["batch_size"], config["encoding"]["precision"])
     t = time.monotonic()
     corpus_emb = encoder.encode(texts)
     query_emb = encoder.encode(query_texts)
@@ -196,6 +219,8 @@ def _record(
         "generator": q["generator"],
         "filter": verdict,
     }
+    if "heldout_passage" in q:
+        record["heldout_passage"] = q["heldout_passage"]
     if pair is not None:
         record["teacher_pair"] = {
             "first": {"id": chunks[pair.first]["chunk_id"], "text": chunks[pair.first]["text"]},
@@ -203,29 +228,6 @@ def _record(
             "margin": pair.margin,
         }
     return record
-
-
-def split_by_document(
-    records: list[dict[str, Any]], test_ratio: float, seed: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split so that no test positive shares a document with a training record.
-
-    A document goes to test when the hash of (seed, document id) falls below ``test_ratio``, so
-    adding or deleting documents never moves the others between train and test.
-    """
-
-    def draw(doc: str) -> float:
-        return int(hashlib.sha256(f"{seed}:{doc}".encode()).hexdigest()[:12], 16) / 16**12
-
-    docs = sorted({r["source_document"] for r in records}, key=draw)
-    test_docs = {d for d in docs if draw(d) < test_ratio} if len(docs) >= 2 else set()
-    if len(docs) >= 2 and not test_docs:
-        test_docs = {docs[0]}
-    if len(docs) >= 2 and len(test_docs) == len(docs):
-        test_docs.discard(docs[-1])
-    train = [r for r in records if r["source_document"] not in test_docs]
-    test = [r for r in records if r["source_document"] in test_docs]
-    return train, test
 
 
 def judge_method(judge: Any, generate: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ class GeneratedQuery(TypedDict, total=False):
     query: str
     strategy: str
     positive: str  # replaces the chunk text as the positive (Inverse Cloze Task)
+    passage: str  # the chunk without the sentence the query was taken from
 
 
 MIN_QUERY_WORDS = 3
@@ -104,7 +105,11 @@ class NoLLMGenerator:
             claim = claim[:1].upper() + claim[1:]
             words = len(claim.split())
             if CLAIM_WORDS[0] <= words <= CLAIM_WORDS[1] and claim.lower() not in seen:
-                return {"query": claim, "strategy": "claim"}
+                found: GeneratedQuery = {"query": claim, "strategy": "claim"}
+                passage = _without(chunk["text"], sentence)
+                if passage is not None:
+                    found["passage"] = passage
+                return found
         return None
 
     def _ict(self, chunk: dict[str, Any], rng: random.Random, seen: set[str]) -> GeneratedQuery | None:
@@ -113,17 +118,12 @@ class NoLLMGenerator:
             s for s in split_sentences(chunk["text"]) if len(s.split()) >= 6 and not s.startswith("#")
         ]
         rng.shuffle(sentences)
-        text = chunk["text"]
         for sentence in sentences:
-            if sentence.lower() in seen or text.count(sentence) != 1:
+            if sentence.lower() in seen:
                 continue
-            cut = text.index(sentence)
-            before, after = text[:cut].rstrip(" \t"), text[cut + len(sentence) :].lstrip(" \t")
-            joiner = "" if before.endswith("\n") or after.startswith("\n") or not before or not after else " "
-            rest = (before + joiner + after).strip()
-            if len(tokenize(rest)) < 10:
-                continue
-            return {"query": sentence, "strategy": "ict", "positive": rest}
+            rest = _without(chunk["text"], sentence)
+            if rest is not None:
+                return {"query": sentence, "strategy": "ict", "positive": rest}
         return None
 
     def _keywords(self, chunk: dict[str, Any], rng: random.Random, seen: set[str]) -> GeneratedQuery | None:
@@ -150,3 +150,15 @@ class NoLLMGenerator:
         size = rng.randint(8, min(16, len(words)))
         start = rng.randint(0, len(words) - size)
         return {"query": " ".join(words[start : start + size]), "strategy": "crop"}
+
+
+def _without(text: str, sentence: str) -> str | None:
+    """``text`` with its one occurrence of ``sentence`` taken out, or None when the sentence is not
+    there exactly once or too little (under 10 tokens) would be left."""
+    if text.count(sentence) != 1:
+        return None
+    cut = text.index(sentence)
+    before, after = text[:cut].rstrip(" \t"), text[cut + len(sentence) :].lstrip(" \t")
+    joiner = "" if before.endswith("\n") or after.startswith("\n") or not before or not after else " "
+    rest = (before + joiner + after).strip()
+    return rest if len(tokenize(rest)) >= 10 else None

@@ -65,27 +65,41 @@ def query_id(chunk: dict[str, Any], query: str) -> str:
 def generate_queries(
     snapshot_path: str | Path, out_path: str | Path, config: dict[str, Any], cache_dir: str | Path = "cache"
 ) -> dict[str, Any]:
-    """Write ``queries_per_chunk`` synthetic queries per snapshot chunk to ``out_path``."""
+    """Write synthetic queries for every snapshot chunk to ``out_path``: ``queries_per_chunk`` by
+    the configured generator for the chunks of training documents, and one by the no-LLM
+    ``heldout_strategies`` for the chunks of dev and test documents (the split is decided per
+    document first: ``ragd_train.generate.split``)."""
+    from ragd_train.generate.nollm import NoLLMGenerator
+    from ragd_train.generate.split import assign_documents
+
     start = time.monotonic()
+    generate = config["generate"]
     chunks = load_snapshot(snapshot_path)
+    sides = assign_documents(chunks, config["seed"], generate["test_ratio"], generate["dev_ratio"])
     generator = make_generator(chunks, config, cache_dir)
-    n = config["generate"]["queries_per_chunk"]
+    # crop only where no held-out strategy finds a sentence (a table, a code block)
+    fallback = [s for s in ("crop",) if s not in generate["heldout_strategies"]]
+    heldout = NoLLMGenerator(chunks, [*generate["heldout_strategies"], *fallback], seed=config["seed"])
+    n = generate["queries_per_chunk"]
     records: list[dict[str, Any]] = []
     empty = 0
     for chunk in track(chunks, f"generating queries ({generator.name})"):
-        queries = generator.generate(chunk, n)
+        side = sides[chunk["document_id"]]
+        writer = generator if side == "train" else heldout
+        queries = writer.generate(chunk, n if side == "train" else 1)
         empty += not queries
         for q in queries:
             record = {
                 "query_id": query_id(chunk, q["query"]),
                 "query": q["query"],
                 "chunk_id": chunk["chunk_id"],
-                "generator": f"{generator.name}/{q['strategy']}"
-                if generator.name == "nollm"
-                else generator.name,
+                "generator": f"{writer.name}/{q['strategy']}" if writer.name == "nollm" else writer.name,
+                "split": side,
             }
             if "positive" in q:
                 record["positive"] = q["positive"]
+            if side != "train" and "passage" in q:
+                record["heldout_passage"] = q["passage"]
             records.append(record)
     if not records:
         raise RagdTrainError(f"{snapshot_path}: no query could be generated from {len(chunks)} chunks")
@@ -96,6 +110,8 @@ def generate_queries(
         "chunks": len(chunks),
         "queries": len(records),
         "chunks_without_query": empty,
+        "documents": {side: sum(1 for s in sides.values() if s == side) for side in ("train", "dev", "test")},
+        "heldout_strategies": list(generate["heldout_strategies"]),
         "from_cache": cache.hits if cache else 0,
         "generated": (cache.misses if cache else len(chunks)) - getattr(generator, "failures", 0),
         "failed": getattr(generator, "failures", 0),

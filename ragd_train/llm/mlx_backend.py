@@ -181,9 +181,7 @@ def train(
     kept = [r for r, n in zip(records, lengths, strict=True) if n <= cfg.max_length]
     skipped = len(records) - len(kept)
     if skipped:
-        log.warning(
-            "%d examples are longer than llm.max_length=%d tokens: skipped", skipped, cfg.max_length
-        )
+        log.warning("%d examples are longer than llm.max_length=%d tokens: skipped", skipped, cfg.max_length)
     if not kept:
         raise RagdTrainError(f"every example is longer than llm.max_length={cfg.max_length} tokens")
     held = ChatDataset(test_records, tokenizer, mask_prompt=True)

@@ -99,6 +99,7 @@ citation, such as [{oracle}].
 with its citation.
 Write nothing after that line."""
 
+
 class RaftConfig(RaftSettings):
     """The ``raft`` settings and the seed: everything that decides the RAFT examples."""
 

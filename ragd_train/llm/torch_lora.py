@@ -88,9 +88,7 @@ def tokenize_records(
             continue
         kept.append((ids, labels))
     if skipped:
-        log.warning(
-            "%d examples are longer than llm.max_length=%d tokens: skipped", skipped, max_length
-        )
+        log.warning("%d examples are longer than llm.max_length=%d tokens: skipped", skipped, max_length)
     return kept, skipped
 
 
@@ -186,9 +184,7 @@ def train_loop(
                 step += 1
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise RagdTrainError(
-                        f"the loss became {value} at step {step}; lower llm.learning_rate"
-                    )
+                    raise RagdTrainError(f"the loss became {value} at step {step}; lower llm.learning_rate")
                 done = min(start + cfg.batch_size, len(order)) / len(order)
                 entry = {"step": step, "epoch": round(epoch + done, 3), "loss": value}
                 history.append(entry)

@@ -25,6 +25,7 @@ class HybridSearch:
 
     def __init__(self, chunks: list[dict[str, Any]], workdir: Path) -> None:
         self.ids = [c["chunk_id"] for c in chunks]
+        workdir.mkdir(parents=True, exist_ok=True)
         try:
             import ragd
             from ragd.search.bm25 import BM25Index

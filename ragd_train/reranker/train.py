@@ -317,7 +317,7 @@ def train_reranker(
             trainer,
             1,
             steps_per_epoch,
-            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "reranker."),
+            TrainingBudget(cfg.epochs, cfg.budget_minutes, cfg.max_steps, "reranker.", cfg.max_examples),
             cfg.seed,
             history,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -387,7 +388,53 @@ def test_training_budget_is_measured_printed_and_obeyed(
     fixed = train_embeddings(
         train_file, tmp_path / "fixed", EmbeddingTrainingConfig(base_model=str(tiny_model), max_steps=2)
     )
-    assert len(fixed["loss_history"]) == 2 and fixed["training_plan"]["step_time_s"] is None
+    assert len(fixed["loss_history"]) == 2 and fixed["training_plan"]["from_clock"] is False
+    assert plan["from_clock"] is True  # the metadata says the count came from the clock
+
+
+def test_default_length_comes_from_the_data_not_the_clock(
+    tiny_model: Path, train_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no budget set, max_examples and the data decide the steps; the step time is measured
+    only for the printed estimate."""
+    cfg = EmbeddingTrainingConfig(base_model=str(tiny_model), epochs=50, batch_size=2, max_examples=7)
+    assert EmbeddingTrainingConfig.model_fields["budget_minutes"].default == 0
+    plan = train_embeddings(train_file, tmp_path / "m", cfg)["training_plan"]
+    assert (plan["steps"], plan["limited_by"], plan["from_clock"]) == (4, "embeddings.max_examples", False)
+    assert plan["step_time_s"] > 0 and plan["estimate_s"] is not None
+    printed = capsys.readouterr().out
+    assert "4 steps of 2" in printed and "about" in printed and "set by embeddings.max_examples" in printed
+
+
+def _weights(model_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_same_inputs_give_the_same_weights_idle_and_under_load(
+    tiny_model: Path, train_file: Path, tmp_path: Path
+) -> None:
+    """The defaults' model does not depend on what else the machine is doing: trained once idle and
+    once beside two busy processes, every tensor is bit-identical (same threads, same steps)."""
+    import subprocess
+    import sys
+
+    cfg = EmbeddingTrainingConfig(base_model=str(tiny_model), epochs=3, batch_size=2, learning_rate=1e-3)
+    idle = train_embeddings(train_file, tmp_path / "idle", cfg)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        busy = train_embeddings(train_file, tmp_path / "busy", cfg)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert idle["training_plan"]["steps"] == busy["training_plan"]["steps"] == 9
+    assert idle["training_plan"]["step_time_s"] != busy["training_plan"]["step_time_s"]
+    a, b = _weights(tmp_path / "idle"), _weights(tmp_path / "busy")
+    base = _weights(tiny_model)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "weights differ under load"
+    assert any(not a[k].equal(base[k]) for k in a if k in base), "training changed nothing"
 
 
 def test_a_bad_record_after_blank_lines_is_reported_at_its_real_line(tmp_path: Path) -> None:

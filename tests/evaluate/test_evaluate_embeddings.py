@@ -86,7 +86,10 @@ def test_model_against_itself_is_a_tie_and_rejected(test_set: tuple[Path, Path],
     head = report["headline"]
     assert head["delta"] == 0 and head["base"] == head["finetuned"] > 0.5
     assert report["gate"]["verdict"] == "rejected"  # a tie is not an improvement
-    assert "NOT better" in gate_message(report)
+    # MiniLM ranks every answer of this small set first: the set cannot show a gain
+    assert all(r["ceiling"] and r["base_mrr@10"] >= 0.95 for r in report["retrieval"])
+    assert head["decided"] is False and report["gate"]["reasons"][0].startswith("cannot tell")
+    assert gate_message(report).startswith("The report cannot tell whether")
     assert (report["kind"], report["improved"], report["summary"]) == (
         "embeddings",
         False,
@@ -103,7 +106,7 @@ def test_model_against_itself_is_a_tie_and_rejected(test_set: tuple[Path, Path],
     write_report(report, tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "r.md").read_text()
-    assert "![evaluation](r.png)" in md and "| ndcg@10 |" in md and "NOT better" in md
+    assert "![evaluation](r.png)" in md and "| ndcg@10 |" in md and "cannot tell" in md
     assert json.loads((tmp_path / "r.json").read_text())["gate"]["verdict"] == "rejected"
 
 
@@ -361,3 +364,34 @@ def test_every_query_is_scored_in_every_set_and_mode(test_set: tuple[Path, Path]
     ]
     assert all(r["metrics"]["recall@100"]["base"] == 1.0 for r in report["retrieval"])
     assert report["headline"]["test_set"] == "questions" and report["headline"]["queries"] == 126
+
+
+def test_held_out_passages_and_identical_chunks_shape_the_synthetic_set(
+    test_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A held-out query is searched against its passage without the sentence it was taken from
+    (not the copied text), and a chunk identical to the positive counts as an answer too."""
+    from ragd_train.evaluate.embeddings import heldout_passages, same_text_qrels
+    from ragd_train.snapshot import load_snapshot
+
+    test, snapshot = test_set
+    records = [
+        {
+            "query": DOCS["tls_chunk_0"],  # the sentence itself: found at once when it is still there
+            "query_id": "copy",
+            "positive_id": "tls_chunk_0",
+            "positive": DOCS["tls_chunk_0"],
+            "heldout_passage": "Nightly cron jobs handle routine maintenance of the web server.",
+        }
+    ]
+    write_jsonl(test, records)
+    assert heldout_passages(test) == {"tls_chunk_0": records[0]["heldout_passage"]}
+    held = evaluate_models(MINILM, MINILM, test, snapshot, bootstrap_samples=200)
+    write_jsonl(test, [{k: v for k, v in records[0].items() if k != "heldout_passage"}])
+    copied = evaluate_models(MINILM, MINILM, test, snapshot, bootstrap_samples=200)
+    assert copied["headline"]["base"] == 1.0 and copied["retrieval"][0]["ceiling"]
+    assert held["retrieval"][0]["base_mrr@10"] < 1.0 and not held["retrieval"][0]["ceiling"]
+    chunks = load_snapshot(snapshot) + [
+        {"chunk_id": "twin_chunk_0", "document_id": "twin", "text": DOCS["tls_chunk_0"]}
+    ]
+    assert same_text_qrels({"q": {"tls_chunk_0": 1}}, chunks) == {"q": {"tls_chunk_0": 1, "twin_chunk_0": 1}}

@@ -223,4 +223,13 @@ def test_claim_strategy_turns_a_conclusion_into_a_claim() -> None:
         "metadata": {"title": "Title of the study"},
     }
     (query,) = NoLLMGenerator([chunk], ["claim"]).generate(chunk, 1)
-    assert query == {"query": "Vitamin D supplementation reduces fracture risk.", "strategy": "claim"}
+    # the passage a held-out claim is evaluated against: the chunk without the claim's sentence
+    passage = (
+        "Title of the study\n\nWe measured the effect of vitamin D in 400 adults over two years. "
+        "Bone density was recorded every six months."
+    )
+    assert query == {
+        "query": "Vitamin D supplementation reduces fracture risk.",
+        "strategy": "claim",
+        "passage": passage,
+    }

@@ -15,8 +15,9 @@ from helpers import MODEL, RECORD_KEYS, judged, passage_of, questions_for, respo
 from ragd_train.chat.verdict import VERDICT_SCHEMA
 from ragd_train.config import deep_merge, load_config
 from ragd_train.errors import InputError, RagdTrainError
-from ragd_train.generate.build import build_training_data, split_by_document
+from ragd_train.generate.build import build_training_data
 from ragd_train.generate.queries import generate_queries
+from ragd_train.generate.split import assign_documents, duplicate_documents
 from ragd_train.jsonl_io import read_jsonl
 from ragd_train.snapshot import load_snapshot, sync_snapshot
 
@@ -57,6 +58,7 @@ class Run:
         self.snapshot = snapshot
         self.queries = root / "queries.jsonl"
         self.train = root / "train.jsonl"
+        self.dev = root / "dev.jsonl"
         self.test = root / "test.jsonl"
         self.stats = root / "stats.json"
         self.cache = cache or root / "cache"
@@ -71,6 +73,7 @@ class Run:
             self.train,
             self.test,
             config,
+            dev_path=self.dev,
             stats_path=self.stats,
             cache_dir=self.cache,
             generation_stats=generation,
@@ -82,6 +85,14 @@ class Run:
 
     def outputs_absent(self) -> bool:
         return not self.train.exists() and not self.test.exists() and not self.stats.exists()
+
+
+def trained(snapshot: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshot's chunks on the training side: the only ones the LLM writes queries for."""
+    chunks = load_snapshot(snapshot)
+    g = config["generate"]
+    sides = assign_documents(chunks, config["seed"], g["test_ratio"], g["dev_ratio"])
+    return [c for c in chunks if sides[c["document_id"]] == "train"]
 
 
 def ollama_config(tiny_model: Path, url: str, **generate: Any) -> dict[str, Any]:
@@ -120,18 +131,40 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
 
     queries = read_jsonl(run.queries)
     assert generation["generator"] == "nollm" and generation["chunks"] == len(chunks) > 8
-    assert generation["queries"] == len(queries) == 2 * len(chunks)  # queries_per_chunk: 2
+    sides = assign_documents(list(chunks.values()), config["seed"], 0.2, 0.1)
+    trained = [c for c in chunks.values() if sides[c["document_id"]] == "train"]
+    # queries_per_chunk: 2 on the training side, one held-out query per dev/test chunk
+    assert generation["queries"] == len(queries) == 2 * len(trained) + len(chunks) - len(trained)
     assert generation["failed"] == 0 and generation["chunks_without_query"] == 0
     for q in queries:
-        assert set(q) <= {"query_id", "query", "chunk_id", "generator", "positive"}
+        assert set(q) <= {
+            "query_id",
+            "query",
+            "chunk_id",
+            "generator",
+            "positive",
+            "split",
+            "heldout_passage",
+        }
         assert q["chunk_id"] in chunks and q["generator"].startswith("nollm/")
+        assert q["split"] == sides[chunks[q["chunk_id"]]["document_id"]]
+        if q["split"] != "train":  # another strategy than training's, its sentence out of the passage
+            assert q["generator"] in ("nollm/claim", "nollm/crop")
+            if "heldout_passage" in q:
+                assert q["query"] not in q["heldout_passage"]
     assert len({q["query_id"] for q in queries}) == len(queries)
 
-    train, test = read_jsonl(run.train), read_jsonl(run.test)
+    train, dev, test = read_jsonl(run.train), read_jsonl(run.dev), read_jsonl(run.test)
     assert train and test
     by_query = {q["query_id"]: q for q in queries}
-    for record in train + test:
-        assert set(record) == RECORD_KEYS
+    # The held-out sides keep every query generated for them: no retriever chose them.
+    for name, side in (("dev", dev), ("test", test)):
+        expected = [q["query_id"] for q in queries if q["split"] == name]
+        assert [r["query_id"] for r in side] == expected
+        assert all(r["filter"] == {"method": "none (held out)", "kept": True} for r in side)
+        assert all("teacher_pair" not in r and r["split"] == name for r in side)
+    for record in train:
+        assert set(record) == RECORD_KEYS | {"split"}
         chunk = chunks[record["positive_id"]]
         source = by_query[record["query_id"]]
         assert record["query"] == source["query"] and record["generator"] == source["generator"]
@@ -158,26 +191,28 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
         assert verdict["method"] == "roundtrip" and verdict["kept"] is True
         assert 1 <= verdict["rank"] <= verdict["top_k"] == config["mining"]["roundtrip_top_k"]
 
-    # Split by document: no document on both sides.
+    # Split by document: no document on two sides.
     train_docs = {r["source_document"] for r in train}
+    dev_docs = {r["source_document"] for r in dev}
     test_docs = {r["source_document"] for r in test}
-    assert not train_docs & test_docs
+    assert not train_docs & test_docs and not train_docs & dev_docs and not dev_docs & test_docs
 
     # Stats agree with the files.
     assert stats == json.loads(run.stats.read_text())
     assert stats["generation"] == generation
     filtering = stats["filtering"]
     assert filtering["queries"] == len(queries)
-    assert filtering["kept"] == len(train) + len(test)
+    assert filtering["kept"] == len(train) + len(dev) + len(test)
     assert filtering["kept"] + sum(filtering["dropped"].values()) == len(queries)
     assert set(filtering["dropped"]) <= {"roundtrip"} and filtering["method"] == "roundtrip"
-    assert stats["split"] == {
-        "train": len(train),
-        "test": len(test),
-        "train_documents": len(train_docs),
-        "test_documents": len(test_docs),
-    }
-    short = sum(len(r["negatives"]) < k for r in train + test)
+    split = stats["split"]
+    assert (split["train"], split["dev"], split["test"]) == (len(train), len(dev), len(test))
+    assert (split["train_documents"], split["dev_documents"], split["test_documents"]) == (
+        len(train_docs),
+        len(dev_docs),
+        len(test_docs),
+    )
+    short = sum(len(r["negatives"]) < k for r in train + dev + test)
     mining = stats["mining"]
     assert mining["records_with_fewer_negatives"] == short and mining["model"] == str(tiny_model)
     texts = len(load_snapshot(run.snapshot)) + len(queries)
@@ -190,35 +225,47 @@ def test_nollm_pipeline_is_reproducible(snapshot: Path, tmp_path: Path, tiny_mod
     first, second = Run(tmp_path / "a", snapshot), Run(tmp_path / "b", snapshot)
     generation, stats = first.both(config)
     second.both(config)
-    n = 2 * generation["chunks"]
-    for name in ("queries", "train", "test"):
+    n = generation["queries"]
+    for name in ("queries", "train", "dev", "test"):
         assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes(), name
     # Without the filter every query is kept, with the 'none' verdict.
-    assert stats["filtering"] == {"queries": n, "kept": n, "dropped": {}, "method": "none"}
-    records = read_jsonl(first.train) + read_jsonl(first.test)
-    assert all(r["filter"] == {"method": "none", "kept": True} for r in records)
+    assert {k: stats["filtering"][k] for k in ("queries", "kept", "dropped", "method")} == {
+        "queries": n,
+        "kept": n,
+        "dropped": {},
+        "method": "none",
+    }
+    assert all(r["filter"] == {"method": "none", "kept": True} for r in read_jsonl(first.train))
 
 
-def test_split_by_document() -> None:
-    records = [{"source_document": f"d{i % 10}", "n": i} for i in range(50)]
-    train, test = split_by_document(records, 0.2, seed=3)
-    assert 1 <= len({r["source_document"] for r in test}) <= 5
-    assert not {r["source_document"] for r in train} & {r["source_document"] for r in test}
-    assert sorted(r["n"] for r in train + test) == list(range(50))
-    assert split_by_document(records, 0.2, seed=3) == (train, test)
-    # At least one test document, and never all of them.
-    two = [{"source_document": "a"}, {"source_document": "b"}]
-    assert [len(part) for part in split_by_document(two, 0.01, 0)] == [1, 1]
-    assert [len(part) for part in split_by_document(two, 0.99, 0)] == [1, 1]
-    assert split_by_document([{"source_document": "a"}], 0.5, 0) == ([{"source_document": "a"}], [])
+def _chunks(docs: list[str], text: str = "{d}") -> list[dict[str, Any]]:
+    return [{"document_id": d, "content_hash": text.format(d=d)} for d in docs]
+
+
+def test_documents_are_assigned_before_anything_else_and_stay_put() -> None:
+    docs = [f"doc{i}" for i in range(300)]
+    sides = assign_documents(_chunks(docs), 3, 0.2, 0.1)
+    assert sides == assign_documents(_chunks(docs), 3, 0.2, 0.1)
+    counts = {s: sum(v == s for v in sides.values()) for s in ("train", "dev", "test")}
+    assert 30 <= counts["test"] <= 90 and 10 <= counts["dev"] <= 55 and counts["train"] >= 150
     # Stable under re-indexing: adding and deleting documents never moves the others.
-    many = [{"source_document": f"doc{i}"} for i in range(200)]
-    _, before = split_by_document(many, 0.2, seed=3)
-    changed = many[10:] + [{"source_document": f"new{i}"} for i in range(30)]
-    _, after = split_by_document(changed, 0.2, seed=3)
-    kept = {r["source_document"] for r in many[10:]}
-    assert {r["source_document"] for r in before} & kept == {r["source_document"] for r in after} & kept
-    assert 20 <= len(before) <= 60
+    changed = assign_documents(_chunks(docs[10:] + [f"new{i}" for i in range(30)]), 3, 0.2, 0.1)
+    assert all(changed[d] == sides[d] for d in docs[10:])
+    # Always a test and a training document when there are two; a single one trains.
+    for ratio in (0.01, 0.99):
+        assert sorted(assign_documents(_chunks(["a", "b"]), 0, ratio).values()) == ["test", "train"]
+    assert assign_documents(_chunks(["a"]), 0, 0.5) == {"a": "train"}
+
+
+def test_documents_with_the_same_content_share_a_side() -> None:
+    """A copy under another name (#28 item 8) never puts a test answer into training."""
+    docs = [f"doc{i}" for i in range(100)]
+    chunks = _chunks(docs) + _chunks([f"copy{i}" for i in range(100)], text="doc{d}")
+    chunks = [c | {"content_hash": c["content_hash"].replace("doccopy", "doc")} for c in chunks]
+    sides = assign_documents(chunks, 7, 0.3, 0.1)
+    assert all(sides[f"copy{i}"] == sides[f"doc{i}"] for i in range(100))
+    assert {sides[f"copy{i}"] for i in range(100)} == {"train", "dev", "test"}
+    assert duplicate_documents(chunks) == 100
 
 
 # ---------------------------------------------------------------- Ollama unreachable
@@ -265,8 +312,9 @@ def test_auto_does_not_silently_replace_llm_made_queries(
     later = Run(tmp_path / "later", small_snapshot, cache=cache)
     with pytest.raises(RagdTrainError) as err:
         later.generate(config)
-    n = len(load_snapshot(small_snapshot))
-    assert f"{n} of the corpus's {n} chunks have LLM-written queries" in str(err.value)
+    n, made = len(load_snapshot(small_snapshot)), len(trained(small_snapshot, config))
+    assert 0 < made < n
+    assert f"{made} of the corpus's {n} chunks have LLM-written queries" in str(err.value)
     assert "\n" not in str(err.value) and not later.queries.exists()
     config = deep_merge(config, {"generate": {"query_generator": "nollm"}})  # replacing them on purpose
     assert later.generate(config)["generator"] == "nollm"
@@ -304,14 +352,22 @@ def test_ollama_queries_and_judge_filter(
     config = ollama_config(tiny_model, srv.url)
     run = Run(tmp_path, small_snapshot)
     generation, stats = run.both(config)
-    chunks = load_snapshot(small_snapshot)
-    n = len(chunks)
+    chunks = trained(small_snapshot, config)  # the LLM writes the training side's queries only
+    n, held = len(chunks), len(load_snapshot(small_snapshot)) - len(chunks)
+    assert n and held
 
     assert generation["generator"] == f"llm:{MODEL}"
-    assert (generation["queries"], generation["generated"], generation["from_cache"]) == (2 * n, n, 0)
+    assert (generation["queries"], generation["generated"], generation["from_cache"]) == (
+        2 * n + held,
+        n,
+        0,
+    )
     queries = read_jsonl(run.queries)
-    by_chunk = {c["chunk_id"]: c for c in chunks}
+    by_chunk = {c["chunk_id"]: c for c in load_snapshot(small_snapshot)}
     for q in queries:
+        if q["split"] != "train":  # held out: one no-LLM query, another strategy than training's
+            assert q["generator"] in ("nollm/claim", "nollm/crop")
+            continue
         assert q["generator"] == f"llm:{MODEL}" and "positive" not in q
         assert q["query"] in questions_for(by_chunk[q["chunk_id"]]["text"])
 
@@ -326,10 +382,11 @@ def test_ollama_queries_and_judge_filter(
     assert {b["options"]["seed"] for b in bodies} == {42}
     assert sorted(passage_of(p) for p in query_prompts(srv)) == sorted(c["text"] for c in chunks)
 
-    records = read_jsonl(run.train) + read_jsonl(run.test)
+    records = read_jsonl(run.train)
     assert len(records) == n  # every 'weak' query scored 2 < judge_min_score 3
+    assert len(read_jsonl(run.dev)) + len(read_jsonl(run.test)) == held  # never judged
     for record in records:
-        assert set(record) == RECORD_KEYS
+        assert set(record) == RECORD_KEYS | {"split"}
         assert record["generator"] == f"llm:{MODEL}"
         assert "weak" not in record["query"]
         assert record["positive"] == by_chunk[record["positive_id"]]["text"]
@@ -337,10 +394,11 @@ def test_ollama_queries_and_judge_filter(
         assert verdict["method"] == "llm_judge" and verdict["score"] == 5 and verdict["kept"] is True
         assert verdict["reason"] == "checked" and set(verdict["retriever"]) == {"rank", "score"}
     assert stats["filtering"] == {
-        "queries": 2 * n,
-        "kept": n,
+        "queries": 2 * n + held,
+        "kept": n + held,
         "dropped": {"llm_judge": n},
         "method": "llm_judge",
+        "applies_to": "training queries only (dev and test are never filtered)",
     }
     train_docs = {r["source_document"] for r in read_jsonl(run.train)}
     test_docs = {r["source_document"] for r in read_jsonl(run.test)}
@@ -370,7 +428,7 @@ def test_ollama_rerun_is_served_from_the_cache(
     first = Run(tmp_path / "first", small_snapshot, cache=tmp_path / "cache")
     first.both(config)
     calls = srv.calls["/api/chat"]
-    n = len(load_snapshot(small_snapshot))
+    n = len(trained(small_snapshot, config))
 
     again = Run(tmp_path / "again", small_snapshot, cache=tmp_path / "cache")
     generation = again.generate(config)
@@ -397,9 +455,14 @@ def test_ollama_faults_are_retried(
     config = ollama_config(tiny_model, srv.url)
     run = Run(tmp_path, small_snapshot)
     generation = run.generate(config)
-    n = len(load_snapshot(small_snapshot))
+    n = len(trained(small_snapshot, config))
+    held = len(load_snapshot(small_snapshot)) - n
     assert srv.faults == []
-    assert (generation["queries"], generation["failed"], generation["chunks_without_query"]) == (2 * n, 0, 0)
+    assert (generation["queries"], generation["failed"], generation["chunks_without_query"]) == (
+        2 * n + held,
+        0,
+        0,
+    )
     assert srv.calls["/api/chat"] == n + 4
     assert len({json.dumps(b) for b in srv.bodies("/api/chat")[:5]}) == 1  # the same request, retried
 
@@ -421,8 +484,10 @@ def test_unparseable_answer_twice_skips_the_chunk(
     srv: OllamaTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    chunks = load_snapshot(small_snapshot)
+    config = ollama_config(tiny_model, srv.url, quality_filter=False)
+    chunks = trained(small_snapshot, config)
     n, bad = len(chunks), chunks[1]
+    held = len(load_snapshot(small_snapshot)) - n
 
     def stubborn(body: dict[str, Any]) -> str:
         prompt = body["messages"][-1]["content"]
@@ -434,13 +499,12 @@ def test_unparseable_answer_twice_skips_the_chunk(
 
     srv.responder = stubborn
     caplog.set_level(logging.WARNING, logger="ragd_train")
-    config = ollama_config(tiny_model, srv.url, quality_filter=False)
     run = Run(tmp_path, small_snapshot)
     generation, stats = run.both(config)
 
     assert generation["failed"] == 1 and generation["chunks_without_query"] == 1
     assert generation["generated"] == n - 1
-    assert generation["queries"] == 2 * (n - 2) + 1
+    assert generation["queries"] == 2 * (n - 2) + 1 + held
     assert sum(passage_of(p) == bad["text"] for p in query_prompts(srv)) == 2  # one retry, then skipped
     assert any(bad["chunk_id"] in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
     queries = read_jsonl(run.queries)

@@ -573,8 +573,11 @@ class _Snapshot:
                 else via == {"document_id"} and cited.filename not in ("", UNKNOWN_FILENAME)
             ):
                 chunks.add(at["chunk_id"])
-            elif searchable:  # another chunking (a documents source), or ragd's chunk_index placeholder
-                chunks |= {c["chunk_id"] for c in self.by_doc[doc] if preview in self.flat(c)}
+            elif searchable:  # ragd's chunk_index placeholder, or another chunking (a documents source)
+                own = self.by_doc[doc]
+                chunks |= {c["chunk_id"] for c in own if self.flat(c).startswith(preview)} or {
+                    c["chunk_id"] for c in own if preview in self.flat(c)
+                }
         return docs, chunks, via
 
 

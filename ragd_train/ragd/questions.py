@@ -119,13 +119,24 @@ def question_id(text: str) -> str:
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")  # an ideograph or kana counts as one word
 _POLITE = re.compile(
-    r"^(?:(?:ok|okay|great|cool|nice|perfect|thanks|thank you|thank u|thx|ty|cheers|many thanks|"
-    r"very much|so much|a lot|please|got it|i see|alright|right|good|wow)(?: |$))+"
+    r"^(?:(?:ok|okay|thanks|thank you|thank u|thx|ty|cheers|many thanks|very much|so much|a lot|"
+    r"please|got it|i see|alright)(?: |$))+"
 )
 _FOLLOW_UPS = frozenset(
     {
         "yes",
         "no",
+        "great",
+        "perfect",
+        "nice",
+        "cool",
+        "good",
+        "wow",
+        "awesome",
+        "excellent",
+        "great thanks",
+        "perfect thanks",
+        "good to know",
         "sure",
         "more",
         "continue",

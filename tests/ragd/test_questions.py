@@ -160,6 +160,10 @@ def test_trivial_messages() -> None:
         ("Can you elaborate?", "follow-up"),
         ("backups?", "too short"),
         ("RAG vs BM25", None),
+        ("Good backup practices", None),
+        ("Right to erasure?", None),
+        ("Great, thanks!", "follow-up"),
+        ("Perfect.", "follow-up"),
         ("ok so what is the retention period", None),
         ("What's the retention period?", None),
         ("备份多久运行一次", None),  # no spaces: each ideograph is a word

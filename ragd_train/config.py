@@ -198,7 +198,7 @@ def resolve_corpus(cfg: Mapping[str, Any], base_dirs: Iterable[str | Path]) -> d
     """
     resolved = dict(cfg)
     bases = [Path.cwd(), *[Path(b) for b in base_dirs]]
-    for key in ("path", "questions"):
+    for key in ("path", "questions", "chat_history"):
         if key not in cfg:
             continue
         path = Path(str(cfg[key])).expanduser()

@@ -95,6 +95,13 @@ class Corpus(Section):
         "split is reported beside it.",
     )
     limit: int = Field(None, ge=1, description="Read only the first N documents.")
+    chat_history: str = Field(
+        None,
+        min_length=1,
+        description="ragd's chat history folder (ragd writes ~/.ragd/chat_history/*.json): the user's own "
+        "questions. generate.chat_eval_share of them are held out and reported; the rest become "
+        "training queries labelled by the corpus-only teacher (never by ragd's citations alone).",
+    )
 
 
 CorpusName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$")]
@@ -164,6 +171,22 @@ class GenerateSettings(Section):
         Q + B,
         ge=0,
         lt=1,
+    )
+    chat_eval_share: float = setting(
+        0.3,
+        "Share of the chat history's questions held out for the report (by a hash of the question, so "
+        "new questions never move the others); the rest are training queries.",
+        B,
+        ge=0,
+        le=1,
+    )
+    chat_pairs: int = setting(
+        4,
+        "Teacher-labelled pairs per training question from the chat history (real questions are worth "
+        "more than generated ones; each pair is drawn from the teacher's top candidates).",
+        B,
+        ge=1,
+        le=20,
     )
     heldout_strategies: Annotated[
         list[Literal["claim", "ict", "heading", "keywords", "crop"]], Field(min_length=1)

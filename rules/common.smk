@@ -131,6 +131,24 @@ def finish_run(success):
     MODEL_BACKUPS.clear()
 
 
+def chat_history_dir(wildcards):
+    """The corpus's ragd chat history folder (corpora.<name>.chat_history), or None."""
+    corpus = config["corpora"][wildcards.corpus]
+    if "chat_history" not in corpus:
+        return None
+    return resolve_corpus(corpus, [Path(workflow.main_snakefile).parent])[
+        "chat_history"
+    ]
+
+
+def chat_history_files(wildcards):
+    """Its session files: a new or changed chat rebuilds the training data."""
+    folder = chat_history_dir(wildcards)
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return sorted(str(p) for p in Path(folder).glob("*.json") if p.is_file())
+
+
 def strict_questions(wildcards):
     """Unknown documents in the questions are an error, unless `limit` cut the corpus."""
     return "limit" not in config["corpora"][wildcards.corpus]

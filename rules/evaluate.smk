@@ -6,6 +6,7 @@ rule evaluate_embeddings:
         test="training_data/{corpus}/test.jsonl",
         snapshot=snapshot_of,
         questions=questions_of,
+        chat="training_data/{corpus}/chat_questions.jsonl",
     output:
         json="reports/{corpus}-embeddings.json",
         md="reports/{corpus}-embeddings.md",

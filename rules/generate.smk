@@ -25,10 +25,12 @@ rule build_training_data:
         snapshot=snapshot_of,
         queries="training_data/{corpus}/queries.jsonl",
         generation_stats="training_data/{corpus}/generation_stats.json",
+        chat_history=chat_history_files,
     output:
         train="training_data/{corpus}/train.jsonl",
         dev="training_data/{corpus}/dev.jsonl",
         test="training_data/{corpus}/test.jsonl",
+        chat="training_data/{corpus}/chat_questions.jsonl",
         stats="training_data/{corpus}/stats.json",
     log:
         "logs/build_training_data/{corpus}.log",
@@ -41,6 +43,7 @@ rule build_training_data:
         mem_mb=4000,
         runtime=120,
     params:
+        chat_history=chat_history_dir,
         settings=settings_of("build_training_data"),
     script:
         "../scripts/build_training_data.py"

@@ -14,6 +14,8 @@ with rule_log(snakemake):
         snakemake.output.test,
         snakemake.params.settings,
         dev_path=snakemake.output.dev,
+        chat_history=snakemake.params.chat_history,
+        chat_questions_path=snakemake.output.chat,
         stats_path=snakemake.output.stats,
         cache_dir="cache",
         generation_stats=json.loads(Path(snakemake.input.generation_stats).read_text()),

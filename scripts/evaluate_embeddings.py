@@ -17,6 +17,7 @@ with rule_log(snakemake):
         require_significant=evaluation["require_significant"],
         mode=evaluation["mode"],
         questions_path=snakemake.input.get("questions") or None,
+        chat_path=snakemake.input.chat,
         strict_questions=snakemake.params.strict_questions,
         bootstrap_samples=evaluation["bootstrap_samples"],
         seed=settings["seed"],

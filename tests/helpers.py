@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "llama3.2:3b"  # the model the Ollama test server offers
 # The fields of a training record that build_training_data writes.
@@ -69,3 +71,29 @@ def responder(body: dict[str, Any]) -> str:
         query = judged(prompt)["query"]
         return json.dumps({"score": 2 if "weak" in query else 5, "reason": "checked"})
     return json.dumps(questions_for(passage_of(prompt)))
+
+
+def need_ragd() -> None:
+    try:  # not ragd.cli: importing it creates ~/.ragd/logs in the real HOME
+        import ragd.chat.history  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("RAGD_TRAIN_REQUIRE_RAGD") == "1":
+            pytest.fail(f"RAGD_TRAIN_REQUIRE_RAGD=1 but ragd does not import ({exc})")
+        pytest.skip("ragd is not installed")
+
+
+def save_session(folder: Path, session_id: str, turns: list[tuple[str, Any]]) -> Path:
+    """A session as ragd's chat saves it: each question, then (unless None) an answer citing
+    ``citations`` (ragd ``Citation`` objects, or dicts of their fields)."""
+    from ragd.chat.history import ChatHistory, save_history
+    from ragd.citation import Citation
+
+    history = ChatHistory(session_id=session_id)
+    for question, citations in turns:
+        history.add_user_message(question)
+        if citations is not None:
+            cites = [c if isinstance(c, Citation) else Citation(**c) for c in citations]
+            history.add_assistant_message("Here is what your documents say [1].", citations=cites)
+    path = folder / f"{session_id}.json"
+    save_history(history, path)
+    return path

@@ -295,6 +295,7 @@ def evaluate_models(
     mode: str = "hybrid",
     questions_path: str | Path | None = None,
     strict_questions: bool = True,
+    chat_path: str | Path | None = None,
     bootstrap_samples: int = 10_000,
     seed: int = 42,
     llm: Any = None,
@@ -333,6 +334,9 @@ def evaluate_models(
     questions, question_qrels = (
         load_questions(questions_path, chunks, strict=strict_questions) if questions_path else ({}, {})
     )
+    chat, chat_qrels = ({}, {})
+    if chat_path is not None and Path(chat_path).stat().st_size > 0:
+        chat, chat_qrels = load_questions(chat_path, chunks, strict=False)
     qrels_map = same_text_qrels(qrels_map, chunks)
     passages = heldout_passages(test_path)
     position = {cid: i for i, cid in enumerate(doc_ids)}
@@ -353,6 +357,7 @@ def evaluate_models(
             held_emb[held_rows] = encoder.encode(list(passages.values()))
         query_emb = encoder.encode([queries[q] for q in qids])
         question_emb = encoder.encode(list(questions.values())) if questions else None
+        chat_emb = encoder.encode(list(chat.values())) if chat else None
         full = int(corpus_emb.shape[1])
         sides[side] = {
             "model": name,
@@ -361,6 +366,7 @@ def evaluate_models(
             "held_emb": held_emb,
             "query_emb": query_emb,
             "question_emb": question_emb,
+            "chat_emb": chat_emb,
             "encode_s": time.monotonic() - t,
             "precision": encoder.precision,
         }
@@ -392,6 +398,9 @@ def evaluate_models(
                 "corpus_emb",
             )
         } | sets
+    if chat:
+        c_ids = list(chat)
+        sets["chat"] = (c_ids, chat, [chat_qrels[q] for q in c_ids], "chat_emb", "document", "corpus_emb")
     retrieval: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ragd-train-hybrid-") as tmp:
         searches = {"corpus_emb": HybridSearch(chunks, Path(tmp) / "corpus")}
@@ -432,17 +441,25 @@ def evaluate_models(
                         "base_recall@10": metrics["recall@10"]["base"],
                         "ceiling": metrics["mrr@10"]["base"] >= CEILING_MRR,
                     }
+                    | (
+                        {"labels": "ragd's citations: the base model's own picks"}
+                        if set_name == "chat"
+                        else {}
+                    )
                     | ({"keyword_share": share} if mode_name == "hybrid" else {})
                 )
         implementation = searches["corpus_emb"].implementation
     # The set that decides: natural questions when there are some, else the held-out synthetic
     # queries, in ``mode``; a set at the ceiling cannot tell, and then neither can the report.
-    candidates = [r for r in retrieval if r["mode"] == mode]
+    # (chat questions are labelled by the documents ragd cited, i.e. chosen by the base: reported,
+    # never deciding, and a loss on them says little)
+    candidates = [r for r in retrieval if r["mode"] == mode and r["test_set"] != "chat"]
     deciding = next((r for r in candidates if not r["ceiling"]), None)
     primary = deciding or candidates[0]
     primary_set = primary["test_set"]
     head = primary["metrics"][HEADLINE]
-    reasons = gate_reasons(head, retrieval, require_improvement, require_significant)
+    unbiased = [r for r in retrieval if r["test_set"] != "chat"]
+    reasons = gate_reasons(head, unbiased, require_improvement, require_significant)
     if deciding is None:
         reasons.insert(
             0,
@@ -471,6 +488,7 @@ def evaluate_models(
         "base_model": base_model,
         "test_data": str(test_path),
         "questions": str(questions_path) if questions_path else None,
+        "chat_questions": len(chat),
         "snapshot": str(snapshot_path) if snapshot_path else "positives and negatives of the test data",
         "queries": len(qids),
         "corpus_size": len(doc_ids),
@@ -512,7 +530,11 @@ def evaluate_models(
     return conclude(report, "embeddings", verdict == "promoted", gate_message(report))
 
 
-SET_NAMES = {"questions": "natural questions", "synthetic": "held-out synthetic queries"}
+SET_NAMES = {
+    "questions": "natural questions",
+    "synthetic": "held-out synthetic queries",
+    "chat": "your held-out chat questions (labels: ragd's citations)",
+}
 
 
 def gate_message(report: dict[str, Any]) -> str:

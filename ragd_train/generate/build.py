@@ -27,6 +27,8 @@ def build_training_data(
     config: dict[str, Any],
     *,
     dev_path: str | Path | None = None,
+    chat_history: str | Path | None = None,
+    chat_questions_path: str | Path | None = None,
     stats_path: str | Path | None = None,
     cache_dir: str | Path = "cache",
     generation_stats: dict[str, Any] | None = None,
@@ -47,6 +49,11 @@ def build_training_data(
     index = _chunk_index(chunks, queries, snapshot_path, queries_path)
     sides = assign_documents(chunks, seed, generate["test_ratio"], generate["dev_ratio"])
     mined, pairs, encoder = _mine(chunks, queries, index, config, cache_dir, timings)
+    chat_train, chat_eval, chat_stats = (
+        chat_records(chat_history, chunks, sides, encoder, config)
+        if chat_history is not None
+        else ([], [], {"source": None})
+    )
 
     t = time.monotonic()
     judge = _make_judge(config, cache_dir) if generate["quality_filter"] else None
@@ -67,7 +74,7 @@ def build_training_data(
         else:
             dropped[verdict["method"]] += 1
     timings["filter_s"] = time.monotonic() - t
-    train, dev, test = split["train"], split["dev"], split["test"]
+    train, dev, test = split["train"] + chat_train, split["dev"], split["test"]
     if not train:
         raise RagdTrainError(
             f"no training query left: the quality filter dropped all {len(queries)} ({dict(dropped)})"
@@ -76,6 +83,8 @@ def build_training_data(
     write_jsonl(test_path, test)
     if dev_path is not None:
         write_jsonl(dev_path, dev)
+    if chat_questions_path is not None:
+        write_jsonl(chat_questions_path, chat_eval)
     timings["total_s"] = time.monotonic() - t0
     records = train + dev + test
     short = Counter(len(r["negatives"]) < generate["hard_negatives_per_query"] for r in records)[True]
@@ -93,6 +102,7 @@ def build_training_data(
     )
     stats = {
         "generation": generation_stats or {},
+        "chat_history": chat_stats,
         "filtering": {
             "queries": len(queries),
             "kept": len(records),
@@ -267,3 +277,103 @@ def _verdict(
             log.warning("judge failed for %s: %s", query["query_id"], exc)
             return {"method": "judge_failed", "kept": False}
     return {"method": "roundtrip", **roundtrip, "top_k": top_k, "kept": result.positive_rank < top_k}
+
+
+def chat_records(
+    history: str | Path,
+    chunks: list[dict[str, Any]],
+    sides: dict[str, str],
+    encoder: Any,
+    config: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The user's own questions from ragd's chat history: (training records, held-out questions,
+    stats).
+
+    ``generate.chat_eval_share`` of the questions (by a hash of each) are held out, in the natural
+    questions' format, with the documents ragd cited as their relevant documents (the base
+    model's own picks: the report shows them and never lets them decide). The others become
+    training records labelled by the corpus-only teacher over the training documents only:
+    its best chunk is the positive, ``generate.chat_pairs`` pairs of its top candidates carry the
+    margins MarginMSE learns from.
+    """
+    import numpy as np
+
+    from ragd_train.bm25 import BM25
+    from ragd_train.generate.teacher import query_rng, teacher_scores
+    from ragd_train.ragd.questions import match_citations, read_chat_history, split_questions
+
+    generate, mining, seed = config["generate"], config["mining"], config["seed"]
+    questions = read_chat_history(history)
+    for warning in questions.warnings:
+        log.warning("%s", warning)
+    learn, held = split_questions(list(questions), generate["chat_eval_share"], seed)
+    matches = {m.question_id: m for m in match_citations(held, chunks)}
+    held_out = [
+        {
+            "query": q.query,
+            "query_id": f"chat_{q.question_id}",
+            "documents": sorted(matches[q.question_id].document_ids),
+            "labels": "ragd's citations",
+            "file": q.file,
+        }
+        for q in held
+        if matches[q.question_id].in_index
+    ]
+    rows = [i for i, c in enumerate(chunks) if sides[c["document_id"]] == "train"]
+    records: list[dict[str, Any]] = []
+    if learn and len(rows) >= 3:
+        texts = [chunks[i]["text"] for i in rows]
+        corpus_emb = encoder.encode(texts)
+        query_texts = [q.query for q in learn]
+        query_emb = encoder.encode(query_texts)
+        scores = teacher_scores(
+            query_emb @ corpus_emb.T, BM25(texts).scores(query_texts), mining["teacher_bm25_share"]
+        )
+        k = min(mining["candidates"], len(rows))
+        head = max(1, min(5, k // 3))
+        for q, row in zip(learn, scores, strict=True):
+            top = np.argsort(-row, kind="stable")[:k]
+            best = chunks[rows[top[0]]]
+            for p in range(generate["chat_pairs"]):
+                rng = query_rng(seed + p, q.query)
+                first, second = int(rng.choice(top[:head])), int(rng.choice(top[head:]))
+                records.append(
+                    {
+                        "query": q.query,
+                        "query_id": f"chat_{q.question_id}_{p}",
+                        "positive": best["text"],
+                        "positive_id": best["chunk_id"],
+                        "negatives": [
+                            {"id": chunks[rows[i]]["chunk_id"], "text": texts[i], "score": float(row[i])}
+                            for i in top[head : head + generate["hard_negatives_per_query"]]
+                        ],
+                        "source_document": best["document_id"],
+                        "generator": "chat_history",
+                        "filter": {"method": "none (a real question)", "kept": True},
+                        "teacher_pair": {
+                            "first": {"id": chunks[rows[first]]["chunk_id"], "text": texts[first]},
+                            "second": {"id": chunks[rows[second]]["chunk_id"], "text": texts[second]},
+                            "margin": round(float(row[first] - row[second]), 6),
+                        },
+                        "split": "train",
+                    }
+                )
+    stats = {
+        "source": str(history),
+        "questions": len(questions),
+        "skipped": dict(questions.skipped),
+        "training_questions": len(learn) if records else 0,
+        "training_records": len(records),
+        "held_out": len(held),
+        "held_out_in_index": len(held_out),
+    }
+    log.info(
+        "chat history %s: %s; %d for training (%d records), %d held out (%d cite indexed documents)",
+        history,
+        questions.summary(),
+        stats["training_questions"],
+        len(records),
+        len(held),
+        len(held_out),
+    )
+    return records, held_out, stats

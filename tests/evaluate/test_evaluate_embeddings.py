@@ -395,3 +395,25 @@ def test_held_out_passages_and_identical_chunks_shape_the_synthetic_set(
         {"chunk_id": "twin_chunk_0", "document_id": "twin", "text": DOCS["tls_chunk_0"]}
     ]
     assert same_text_qrels({"q": {"tls_chunk_0": 1}}, chunks) == {"q": {"tls_chunk_0": 1, "twin_chunk_0": 1}}
+
+
+def test_chat_questions_are_reported_but_never_decide(test_set: tuple[Path, Path], tmp_path: Path) -> None:
+    """Held-out chat questions are labelled by ragd's citations (the base's picks): shown, never
+    the deciding set, and a loss on them alone does not reject."""
+    test, snapshot = test_set
+    chat = tmp_path / "chat_questions.jsonl"
+    write_jsonl(
+        chat,
+        [
+            {"query": "how do I log in with a security key", "query_id": "c1", "documents": ["mfa"]},
+            {"query": "requests per minute", "query_id": "c2", "documents": ["rate", "gone"]},
+        ],
+    )
+    report = evaluate_models(MINILM, MINILM, test, snapshot, chat_path=chat, bootstrap_samples=200)
+    rows = [r for r in report["retrieval"] if r["test_set"] == "chat"]
+    assert [r["mode"] for r in rows] == ["dense", "hybrid"] and all(r["queries"] == 2 for r in rows)
+    assert all("citations" in r["labels"] for r in rows) and report["chat_questions"] == 2
+    assert report["headline"]["test_set"] != "chat"
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    assert evaluate_models(MINILM, MINILM, test, snapshot, chat_path=empty)["chat_questions"] == 0

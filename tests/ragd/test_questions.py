@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import need_ragd, save_session
 
 from ragd_train.errors import InputError
 from ragd_train.ragd.questions import (
@@ -38,15 +39,6 @@ BACKUPS = "# Backups\n\n" + " ".join(
 GARDEN = "Tomatoes need six hours of sun a day. Water them in the morning, never at noon. " * 4
 
 
-def need_ragd() -> None:
-    try:  # not ragd.cli: importing it creates ~/.ragd/logs in the real HOME
-        import ragd.chat.history  # noqa: F401
-    except ImportError as exc:
-        if REQUIRE:
-            pytest.fail(f"RAGD_TRAIN_REQUIRE_RAGD=1 but ragd does not import ({exc})")
-        pytest.skip("ragd is not installed")
-
-
 def fingerprint(folder: Path) -> dict[str, tuple[int, int, str]]:
     """Size, mtime and sha256 of every file, and every folder, under ``folder``."""
     return {
@@ -57,23 +49,6 @@ def fingerprint(folder: Path) -> dict[str, tuple[int, int, str]]:
         )
         for f in sorted(folder.rglob("*"))
     }
-
-
-def save_session(folder: Path, session_id: str, turns: list[tuple[str, Any]]) -> Path:
-    """A session as ragd's chat saves it: each question, then (unless None) an answer citing
-    ``citations`` (ragd ``Citation`` objects, or dicts of their fields)."""
-    from ragd.chat.history import ChatHistory, save_history
-    from ragd.citation import Citation
-
-    history = ChatHistory(session_id=session_id)
-    for question, citations in turns:
-        history.add_user_message(question)
-        if citations is not None:
-            cites = [c if isinstance(c, Citation) else Citation(**c) for c in citations]
-            history.add_assistant_message("Here is what your documents say [1].", citations=cites)
-    path = folder / f"{session_id}.json"
-    save_history(history, path)
-    return path
 
 
 def cite(document_id: str, filename: str, chunk_index: int | None, preview: str | None) -> dict[str, Any]:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import need_ragd, save_session
-from test_queries import Run, make_config, snapshot  # noqa: F401 (the fixture)
+import pytest
+from test_queries import Run, make_config
 
 from ragd_train.generate.split import assign_documents
 from ragd_train.jsonl_io import read_jsonl
-from ragd_train.snapshot import load_snapshot
+from ragd_train.snapshot import load_snapshot, sync_snapshot
 
 QUESTIONS = [
     "How do I rotate the API keys of a workspace?",
@@ -22,6 +23,12 @@ QUESTIONS = [
     "How do I invite a colleague to a shared folder?",
     "Why does the sync client show a conflict copy?",
 ]
+
+
+@pytest.fixture
+def snapshot(demo_subset: Path, tmp_path: Path) -> Path:
+    path, _ = sync_snapshot("demo", {"source": "documents", "path": str(demo_subset)}, tmp_path / "snap")
+    return path
 
 
 def test_chat_questions_become_training_records_and_a_held_out_set(

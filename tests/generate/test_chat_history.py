@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import need_ragd, save_session
 import pytest
+from helpers import need_ragd, save_session
 from test_queries import Run, make_config
 
 from ragd_train.generate.split import assign_documents

@@ -63,8 +63,52 @@ def scifact_questions(scifact: Path, split: str, out: Path) -> Path:
     return out
 
 
-def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool) -> dict:
-    corpus = corpus.removesuffix("-ollama")
+def scifact_chat_history(scifact: Path, folder: Path, n: int, seed: int = 0) -> dict:
+    """``n`` of SciFact's *train* claims as ragd chat sessions, written by ragd's own
+    ``ChatHistory``/``save_history``: each claim a user message, each answer citing the 3 abstracts
+    the base model ranks first (what ragd's search would have shown; the claims' qrels are never
+    written, so nothing but the question reaches training)."""
+    import random
+
+    import numpy as np
+    from ragd.chat.history import ChatHistory, save_history
+    from ragd.citation import Citation
+
+    from ragd_train.encoding import CachedEncoder
+
+    claims = [json.loads(x) for x in (scifact / "queries.jsonl").read_text().splitlines() if x.strip()]
+    with open(scifact / "qrels" / "train.tsv", newline="") as handle:
+        train_ids = sorted({row["query-id"] for row in csv.DictReader(handle, delimiter="\t")})
+    by_id = {str(c["_id"]): c["text"] for c in claims}
+    chosen = random.Random(seed).sample(train_ids, n)
+    docs = [json.loads(x) for x in (scifact / "corpus.jsonl").read_text().splitlines() if x.strip()]
+    encoder = CachedEncoder("sentence-transformers/all-MiniLM-L6-v2", None)
+    texts = [f"{d.get('title', '')}\n\n{d['text']}".strip() for d in docs]
+    corpus_emb = encoder.encode(texts)
+    query_emb = encoder.encode([by_id[q] for q in chosen])
+    top = np.argsort(-(query_emb @ corpus_emb.T), axis=1)[:, :3]
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(0, n, 10):  # ten questions a session
+        history = ChatHistory(session_id=f"bench-{s // 10:02d}")
+        for q, row in zip(chosen[s : s + 10], top[s : s + 10], strict=True):
+            history.add_user_message(by_id[q])
+            cites = [
+                Citation(
+                    document_id=str(docs[i]["_id"]),
+                    filename=f"{docs[i]['_id']}.txt",
+                    content_preview=texts[i][:200],
+                )
+                for i in row
+            ]
+            history.add_assistant_message("According to your documents [1].", citations=cites)
+        save_history(history, folder / f"bench-{s // 10:02d}.json")
+    return {"claims": chosen, "folder": str(folder)}
+
+
+def run_workflow(
+    corpus: str, workdir: Path, extra: dict | None, reranker: bool, env: dict | None = None
+) -> dict:
+    corpus = corpus.removesuffix("-ollama").removesuffix("-chat").removesuffix("-noragd")
     targets = [f"reports/{corpus}-embeddings.json"] + (
         [f"reports/{corpus}-reranker.json"] if reranker else []
     )
@@ -84,7 +128,10 @@ def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool)
     t = time.monotonic()
     # --keep-going: a failed reranker still leaves the embeddings' numbers to print
     done = subprocess.run(
-        [*cmd, "--keep-going"], cwd=REPO, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        [*cmd, "--keep-going"],
+        cwd=REPO,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
     wall = time.monotonic() - t
     stages = {}
@@ -107,6 +154,8 @@ def run_workflow(corpus: str, workdir: Path, extra: dict | None, reranker: bool)
         "stages": stages,
         "reports": reports,
         "training_plan": plan.get("training_plan"),
+        "interpolation": plan.get("interpolation"),
+        "precision": plan.get("precision"),
     }
 
 
@@ -153,8 +202,12 @@ def print_summary(results: dict) -> None:
         plan = results[n]["training_plan"] or {}
         print(
             f"{n}: training plan {plan.get('steps')} of {plan.get('full_steps')} steps "
-            f"({plan.get('limited_by')}, {plan.get('step_time_s')} s/step)"
+            f"({plan.get('limited_by')}, from the clock: {plan.get('from_clock')}, "
+            f"{plan.get('step_time_s')} s/step, {results[n].get('precision')})"
         )
+        interp = results[n].get("interpolation") or {}
+        curve = ", ".join(f"{p['weight']:g}: {p['ndcg@10']:.4f}" for p in interp.get("curve") or [])
+        print(f"{n}: shipped weight {interp.get('weight')} ({interp.get('reason')}); dev NDCG@10 {curve}")
     print("\n== Base vs fine-tuned embeddings, NDCG@10 (95% CI of the change) ==")
     print(
         f"{'corpus':<9}{'test set':<12}{'search':<8}{'queries':>8}{'base':>9}{'tuned':>9}{'delta':>9}  95% CI"
@@ -163,9 +216,11 @@ def print_summary(results: dict) -> None:
         rep = results[n]["reports"]["embeddings"]
         for r in rep["retrieval"]:
             m = r["metrics"]["ndcg@10"]
+            room = "ceiling" if r.get("ceiling") else f"base MRR@10 {r.get('base_mrr@10', 0):.3f}"
             print(
                 f"{n:<9}{r['test_set']:<12}{r['mode']:<8}{r['queries']:>8}{m['base']:>9.4f}"
-                f"{m['finetuned']:>9.4f}{m['delta']:>+9.4f}  [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]"
+                f"{m['finetuned']:>9.4f}{m['delta']:>+9.4f}  "
+                f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]  {room}"
             )
         print(f"{n:<9}gate: {rep['gate']['verdict']} {rep['gate'].get('reasons') or ''}")
     for n in names:
@@ -208,8 +263,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--corpora", nargs="+", default=["demo", "scifact"], choices=["demo", "scifact", "demo-ollama"]
+        "--corpora",
+        nargs="+",
+        default=["demo", "scifact"],
+        choices=["demo", "demo-noragd", "scifact", "scifact-chat", "demo-ollama"],
     )
+    parser.add_argument("--chat-claims", type=int, default=100, help="train claims as chat history")
     parser.add_argument("--scifact", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "workflow")
     parser.add_argument("--reranker", action="store_true", help="also build and report the reranker")
@@ -227,7 +286,13 @@ def main() -> None:
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         extra = None
-        if corpus == "scifact":
+        env = None
+        if corpus == "demo-noragd":  # the README's bare install: ragd does not import
+            hide = workdir / "hide-ragd" / "ragd"
+            hide.mkdir(parents=True, exist_ok=True)
+            (hide / "__init__.py").write_text("raise ImportError('ragd hidden by bench_workflow')\n")
+            env = {"PYTHONPATH": str(hide.parent)}
+        if corpus in ("scifact", "scifact-chat"):
             questions = scifact_questions(
                 args.scifact.resolve(), "test", workdir / "scifact-test-claims.jsonl"
             )
@@ -240,6 +305,11 @@ def main() -> None:
                     }
                 }
             }
+            if corpus == "scifact-chat":
+                chat = scifact_chat_history(
+                    args.scifact.resolve(), workdir / "chat_history", args.chat_claims
+                )
+                extra["corpora"]["scifact"]["chat_history"] = chat["folder"]
         if corpus == "demo-ollama":
             from gguf_llm import QWEN_NAME, gguf_ollama_server
 
@@ -258,10 +328,11 @@ def main() -> None:
                     "model_seconds": round(srv.gguf.seconds, 1),
                 }
         else:
-            results[corpus] = run_workflow(corpus, workdir, extra, args.reranker)
-        if args.encode_texts and corpus != "demo-ollama":
+            results[corpus] = run_workflow(corpus, workdir, extra, args.reranker, env)
+        base_name = corpus.removesuffix("-chat").removesuffix("-noragd")
+        if args.encode_texts and corpus in ("demo", "scifact"):
             results[corpus]["encoding"] = encoding_check(
-                workdir / "snapshots" / f"{corpus}.jsonl", args.encode_texts, args.encode_repeats
+                workdir / "snapshots" / f"{base_name}.jsonl", args.encode_texts, args.encode_repeats
             )
         (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     print_summary(results)

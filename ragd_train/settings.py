@@ -334,7 +334,7 @@ class EmbeddingsSettings(Section):
         E,
     )
     dev_corpus: int = setting(
-        2000,
+        1000,
         "Chunks searched when choosing the weight: the dev documents' chunks, the dev queries' mined "
         "candidates, then other chunks in a seeded order.",
         E,

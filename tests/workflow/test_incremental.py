@@ -55,6 +55,16 @@ def run_all(ws: Path, docs: Path, config: dict) -> tuple[dict, dict]:
     return gen, stats
 
 
+def trained(ws: Path, config: dict) -> set[str]:
+    """Chunk ids on the training side: the only chunks the LLM writes queries for."""
+    from ragd_train.generate.split import assign_documents
+
+    chunks = load_snapshot(ws / "snapshots" / "demo.jsonl")
+    g = config["generate"]
+    sides = assign_documents(chunks, config["seed"], g["test_ratio"], g["dev_ratio"])
+    return {c["chunk_id"] for c in chunks if sides[c["document_id"]] == "train"}
+
+
 def records(ws: Path) -> dict[str, dict]:
     rows = read_jsonl(ws / "td" / "train.jsonl") + read_jsonl(ws / "td" / "test.jsonl")
     return {r["query_id"]: r for r in rows}
@@ -70,7 +80,7 @@ def test_reindex_regenerates_only_changed_chunks(demo_subset: Path, tmp_path: Pa
         before_chunks = {c["chunk_id"]: c for c in load_snapshot(ws / "snapshots" / "demo.jsonl")}
         before = records(ws)
         queries_before = (ws / "td" / "queries.jsonl").read_text().splitlines()
-        assert gen1["generated"] == len(before_chunks) and gen1["from_cache"] == 0
+        assert gen1["generated"] == len(trained(ws, config)) and gen1["from_cache"] == 0
 
         # Re-index: edit one document, add one, delete one.
         docs = sorted(demo_subset.glob("*.md"))
@@ -92,20 +102,23 @@ def test_reindex_regenerates_only_changed_chunks(demo_subset: Path, tmp_path: Pa
         }
         gone = set(before_chunks) - set(after_chunks)
         assert changed and gone
+        learn = trained(ws, config)
+        assert changed & learn
 
-        # Only changed/new chunks went to the generator; judge calls only for their new queries.
+        # Only changed/new training chunks went to the LLM; judge calls only for their new queries.
         second = srv.bodies("/api/chat")[first_calls:]
         query_calls = [b for b in second if not b["messages"][-1]["content"].startswith("Rate how well")]
-        assert len(query_calls) == len(changed) == gen2["generated"]
-        assert gen2["from_cache"] == len(after_chunks) - len(changed)
+        assert len(query_calls) == len(changed & learn) == gen2["generated"]
+        assert gen2["from_cache"] == len(learn) - len(changed & learn)
         judge_calls = len(second) - len(query_calls)
-        assert judge_calls == 2 * len(changed)
+        assert judge_calls == 2 * len(changed & learn)
 
         after = records(ws)
         # Deleted chunks are gone from positives and from every negative list.
         for r in after.values():
             assert r["positive_id"] not in gone and not {n["id"] for n in r["negatives"]} & gone
-            assert not {r["teacher_pair"]["first"]["id"], r["teacher_pair"]["second"]["id"]} & gone
+            if "teacher_pair" in r:  # training records (held-out ones have none)
+                assert not {r["teacher_pair"]["first"]["id"], r["teacher_pair"]["second"]["id"]} & gone
         # Unchanged chunks keep their queries byte for byte.
         unchanged_ids = {cid for cid in after_chunks if cid not in changed}
         queries_after = (ws / "td" / "queries.jsonl").read_text().splitlines()
@@ -161,7 +174,8 @@ def test_killed_generation_keeps_finished_items(demo_subset: Path, tmp_path: Pat
     finally:
         os.chdir(cwd)
     (ws / "snap.jsonl").write_bytes(snap.read_bytes() if snap.is_absolute() else (ws / snap).read_bytes())
-    n_chunks = len(load_snapshot(ws / "snap.jsonl"))
+    all_chunks = len(load_snapshot(ws / "snap.jsonl"))
+    n_chunks = len(trained(ws, load_config()))  # the LLM writes the training side's queries
 
     def slow(body: dict) -> str:
         time.sleep(0.3)
@@ -196,22 +210,30 @@ def test_killed_generation_keeps_finished_items(demo_subset: Path, tmp_path: Pat
             os.chdir(cwd)
         assert srv.calls["/api/chat"] - calls_before == n_chunks - finished
         assert stats["from_cache"] == finished and stats["generated"] == n_chunks - finished
-    assert len(read_jsonl(ws / "queries.jsonl")) == 2 * n_chunks
+    assert len(read_jsonl(ws / "queries.jsonl")) == 2 * n_chunks + (all_chunks - n_chunks)
 
 
 def test_cache_stats_and_prune(demo_subset: Path, tmp_path: Path, tiny_model: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     with OllamaTestServer(models=[MODEL], responder=responder) as srv:
-        run_all(ws, demo_subset, config_for(srv.url, tiny_model))
+        config = config_for(srv.url, tiny_model)
+        run_all(ws, demo_subset, config)
+    learn = trained(ws, config)
     stats = json.loads(
         CliRunner().invoke(main, ["train", "cache", "stats", "--workspace", str(ws), "--json"]).output
     )
     entries = stats["generations"]["entries"]
     assert entries > 0 and len(stats["embeddings"]) == 1
     # Delete a document and re-snapshot: its entries become dead, prune drops exactly those.
-    doc = sorted(demo_subset.glob("*.md"))[0]
-    dead = [c for c in load_snapshot(ws / "snapshots" / "demo.jsonl") if c["document_id"] == doc.stem]
+    chunks = load_snapshot(ws / "snapshots" / "demo.jsonl")
+    doc = next(
+        d
+        for d in sorted(demo_subset.glob("*.md"))
+        if any(c["chunk_id"] in learn and c["document_id"] == d.stem for c in chunks)
+    )
+    dead = [c for c in chunks if c["document_id"] == doc.stem]
+    assert all(c["chunk_id"] in learn for c in dead)  # a training document: the LLM wrote its queries
     doc.unlink()
     cwd = os.getcwd()
     os.chdir(ws)

@@ -63,6 +63,7 @@ def varied_config() -> dict:
         base_model="some/base",
         epochs=3,
         budget_minutes=4.5,
+        max_examples=640,
         max_steps=11,
         batch_size=12,
         learning_rate=3e-4,
@@ -72,6 +73,9 @@ def varied_config() -> dict:
         mini_batch_size=5,
         hard_negatives=2,
         matryoshka_dims=[32, 16],
+        precision="fp32",
+        interpolation=[0.0, 1.0],
+        dev_corpus=50,
     )
     config["llm"].update(
         backend="peft",
@@ -93,6 +97,7 @@ def varied_config() -> dict:
         loss="lambda",
         epochs=4,
         budget_minutes=2.5,
+        max_examples=64,
         max_steps=9,
         batch_size=6,
         learning_rate=5e-5,
@@ -211,7 +216,7 @@ def test_ollama_settings_reach_only_rules_that_call_an_llm() -> None:
     }
     config["raft"]["answers"] = "extractive"
     assert "ollama" not in rule_settings(config, "build_raft")
-    assert set(rule_settings(config, "train_embeddings")) == {"seed", "embeddings"}
+    assert set(rule_settings(config, "train_embeddings")) == {"seed", "embeddings", "encoding"}
     with pytest.raises(KeyError, match="no settings are declared"):
         rule_settings(config, "no_such_rule")
 
@@ -227,7 +232,11 @@ READERS = {
     "generate.queries_per_chunk": "generate_queries",
     "generate.hard_negatives_per_query": "build_training_data",
     "generate.quality_filter": "build_training_data",
-    "generate.test_ratio": "build_training_data",
+    "generate.test_ratio": "generate_queries build_training_data",
+    "generate.dev_ratio": "generate_queries build_training_data",
+    "generate.chat_eval_share": "build_training_data",
+    "generate.chat_pairs": "build_training_data",
+    "generate.heldout_strategies": "generate_queries",
     "mining.model": "build_training_data",
     "mining.candidates": "build_training_data",
     "mining.bm25_weight": "build_training_data",
@@ -244,8 +253,12 @@ READERS = {
     "embeddings.learning_rate": "train_embeddings",
     "embeddings.warmup_ratio": "train_embeddings",
     "embeddings.max_seq_length": "train_embeddings",
+    "embeddings.max_examples": "train_embeddings",
     "embeddings.budget_minutes": "train_embeddings",
     "embeddings.max_steps": "train_embeddings",
+    "embeddings.precision": "train_embeddings",
+    "embeddings.interpolation": "train_embeddings",
+    "embeddings.dev_corpus": "train_embeddings",
     "embeddings.loss": "train_embeddings",
     "embeddings.mini_batch_size": "train_embeddings",
     "embeddings.hard_negatives": "train_embeddings",
@@ -261,6 +274,7 @@ READERS = {
     "reranker.max_length": "train_reranker evaluate_reranker",
     "reranker.negatives_per_query": "train_reranker",
     "reranker.mini_batch_size": "train_reranker",
+    "reranker.max_examples": "train_reranker",
     "reranker.budget_minutes": "train_reranker",
     "reranker.max_steps": "train_reranker",
     "reranker.candidates": "evaluate_reranker",
@@ -287,6 +301,7 @@ READERS = {
     "evaluation.llm_judge": "evaluate_embeddings evaluate_llm",
     "evaluation.ragas_llm_queries": "evaluate_embeddings",
     "evaluation.ragas_llm_minutes": "evaluate_embeddings",
+    "encoding.precision": "build_training_data train_embeddings evaluate_embeddings evaluate_reranker",
     "ollama.host": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
     "ollama.model": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
     "ollama.temperature": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",

@@ -108,7 +108,8 @@ def scifact_chat_history(scifact: Path, folder: Path, n: int, seed: int = 0) -> 
 def run_workflow(
     corpus: str, workdir: Path, extra: dict | None, reranker: bool, env: dict | None = None
 ) -> dict:
-    corpus = corpus.removesuffix("-ollama").removesuffix("-chat").removesuffix("-noragd")
+    for suffix in ("-ollama", "-chat", "-noragd", "-harmed"):
+        corpus = corpus.removesuffix(suffix)
     targets = [f"reports/{corpus}-embeddings.json"] + (
         [f"reports/{corpus}-reranker.json"] if reranker else []
     )
@@ -266,7 +267,7 @@ def main() -> None:
         "--corpora",
         nargs="+",
         default=["demo", "scifact"],
-        choices=["demo", "demo-noragd", "scifact", "scifact-chat", "demo-ollama"],
+        choices=["demo", "demo-noragd", "demo-harmed", "scifact", "scifact-chat", "demo-ollama"],
     )
     parser.add_argument("--chat-claims", type=int, default=100, help="train claims as chat history")
     parser.add_argument("--scifact", type=Path, default=DEFAULT_DATA)
@@ -292,6 +293,8 @@ def main() -> None:
             hide.mkdir(parents=True, exist_ok=True)
             (hide / "__init__.py").write_text("raise ImportError('ragd hidden by bench_workflow')\n")
             env = {"PYTHONPATH": str(hide.parent)}
+        if corpus == "demo-harmed":  # a recipe that wrecks the model: lr 1e-3, three epochs
+            extra = {"embeddings": {"learning_rate": 1e-3, "epochs": 3}}
         if corpus in ("scifact", "scifact-chat"):
             questions = scifact_questions(
                 args.scifact.resolve(), "test", workdir / "scifact-test-claims.jsonl"
@@ -329,7 +332,7 @@ def main() -> None:
                 }
         else:
             results[corpus] = run_workflow(corpus, workdir, extra, args.reranker, env)
-        base_name = corpus.removesuffix("-chat").removesuffix("-noragd")
+        base_name = corpus.split("-")[0]
         if args.encode_texts and corpus in ("demo", "scifact"):
             results[corpus]["encoding"] = encoding_check(
                 workdir / "snapshots" / f"{base_name}.jsonl", args.encode_texts, args.encode_repeats

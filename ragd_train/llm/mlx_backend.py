@@ -195,7 +195,7 @@ def train(
     if cfg.budget_minutes > 0:
         log.warning("llm.budget_minutes: the mlx backend does not time its steps; the data decides")
     plan = plan_lora(cfg.model_copy(update={"budget_minutes": 0}), per_epoch, None, batch)
-    plan["step_time"] = None
+    plan["step_time_source"] = None
     iters = plan["steps"]  # mlx-lm's TrainingArgs.iters
     model.freeze()
     keys = layer_keys(model.layers[0], cfg.lora_target_modules)

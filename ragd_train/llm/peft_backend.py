@@ -101,7 +101,7 @@ def train(
         tokens = sum(len(ids) for ids, _ in examples) / len(examples)
         step_time = cpu_step_seconds(params, tokens, min(cfg.batch_size, len(examples)), threads)
     plan = plan_lora(cfg, steps_per_epoch(len(examples), cfg.batch_size), step_time, cfg.batch_size)
-    plan["step_time"] = timing if step_time else None
+    plan["step_time_source"] = timing if step_time else None
     what = (
         f"a rank-{cfg.lora_rank} LoRA ({trainable} parameters) on {cfg.base_model} "
         f"with peft on {device} ({threads} threads)"

@@ -135,7 +135,7 @@ def train(
             )
         torch.manual_seed(cfg.seed)
     plan = plan_lora(cfg, steps_per_epoch(len(examples), cfg.batch_size), step_time, cfg.batch_size)
-    plan["step_time"] = "measured" if step_time else None
+    plan["step_time_source"] = "measured" if step_time else None
     what = (
         f"a rank-{cfg.lora_rank} LoRA ({trainable} parameters) on "
         f"{options['from_pretrained']['model_name']} with unsloth on {device_name}"

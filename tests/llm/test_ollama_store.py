@@ -199,7 +199,7 @@ def test_one_lora_step_on_the_blob_and_the_store_is_never_written(store: Path, t
     assert [h["step"] for h in meta["loss_history"]] == [1]
     plan = meta["training_plan"]
     assert plan["steps"] == 1 and plan["limited_by"] == "llm.max_examples" and plan["from_clock"] is False
-    assert plan["full_steps"] == 2 * cfg.epochs and plan["step_time"] == "estimated"
+    assert plan["full_steps"] == 2 * cfg.epochs and plan["step_time_source"] == "estimated"
     model = find_ollama_model("smollm2:135m", verify=False)
     assert meta["base_weights"] == model.metadata() and meta["base_model_path"] == str(model.blob)
     assert meta["ollama_base"] == "smollm2:135m"

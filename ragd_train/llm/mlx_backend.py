@@ -275,6 +275,7 @@ def train(
         "backend_options": options,
         "base_weights": weights_metadata(weights),
         "training_plan": plan,
+        "architecture": getattr(model, "model_type", None),
         "device": str(mx.default_device()),
         "threads": threads,
         "training_examples": len(kept),

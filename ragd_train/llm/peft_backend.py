@@ -116,6 +116,7 @@ def train(
     return {
         "base_model_path": base_path,
         "base_weights": source,
+        "architecture": getattr(model.config, "model_type", None),
         "training_plan": plan,
         "backend_options": options,
         "device": device,

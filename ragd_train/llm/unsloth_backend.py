@@ -152,6 +152,7 @@ def train(
         "backend_options": options,
         "base_weights": {"source": "hub", "id": options["from_pretrained"]["model_name"]},
         "training_plan": plan,
+        "architecture": getattr(model.config, "model_type", None),
         "device": f"cuda ({device_name})",
         "threads": threads,
         "training_examples": len(examples),

@@ -205,6 +205,9 @@ def test_one_lora_step_on_the_blob_and_the_store_is_never_written(store: Path, t
     assert meta["ollama_base"] == "smollm2:135m"
     lines = [x for x in (out / "Modelfile").read_text().splitlines() if x and not x.startswith("#")]
     assert lines == ["FROM smollm2:135m", "ADAPTER ."]
+    from ragd_train.llm.modelfile import modelfile_problems
+
+    assert meta["architecture"] == "llama" and modelfile_problems(out, "smollm2:135m") == []
     saved = json.loads((out / "training_metadata.json").read_text())
     assert saved["base_weights"]["digest"] == model.digest and saved["training_plan"]["steps"] == 1
     assert snapshot(store) == before, "reading and training wrote into Ollama's store"

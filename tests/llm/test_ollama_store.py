@@ -190,9 +190,11 @@ def test_one_lora_step_on_the_blob_and_the_store_is_never_written(store: Path, t
     before = snapshot(store)
     raft = tmp_path / "raft.jsonl"
     write_jsonl(raft, [chat("When do backups run?", "Nightly at 02:00."), chat("How often?", "Every night.")])
-    cfg = LoraTrainingConfig(
-        base_model="smollm2:135m", batch_size=1, max_examples=1, lora_rank=2, lora_alpha=4, max_length=256
-    )
+    home = Path(os.environ["HOME"])  # ragd chats with smollm2:135m: llm.base_model unset follows it
+    (home / ".ragd").mkdir(parents=True)
+    (home / ".ragd" / "config.yaml").write_text("llm:\n  model: smollm2:135m\n")
+    cfg = LoraTrainingConfig(batch_size=1, max_examples=1, lora_rank=2, lora_alpha=4, max_length=256)
+    assert cfg.base_model == "smollm2:135m"
     out = tmp_path / "models" / "demo-llm"
     meta = train_lora(raft, None, out, cfg, "peft", threads=2)
 

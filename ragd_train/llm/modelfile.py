@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ def modelfile_problems(folder: str | Path, base: str | None = None) -> list[str]
     if b"\0" not in weights.read_bytes()[:512]:  # Ollama sniffs application/octet-stream
         problems.append(f"{weights} does not look like safetensors")
     problems += _adapter_config_problems(target)
+    problems += _tensor_name_problems(weights)
     meta_path = target / "training_metadata.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     arch = meta.get("architecture")
@@ -116,4 +118,52 @@ def _adapter_config_problems(folder: Path) -> list[str]:
     data = json.loads(config.read_text())
     if not data.get("lora_alpha") and not (data.get("lora_parameters") or {}).get("scale"):
         return [f"{config} has no lora_alpha"]
+    return []
+
+
+# Ollama's llamaAdapter (convert/convert_llama_adapter.go): PEFT and mlx-lm names -> GGUF names,
+# applied like Go's strings.NewReplacer (one pass; at each position the first pair that matches)
+OLLAMA_ADAPTER_REPLACEMENTS = (
+    ("base_model.model.", ""),
+    ("model.layers", "blk"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.down_proj", "ffn_down"),
+    ("mlp.up_proj", "ffn_up"),
+    ("lora_A.weight", "weight.lora_a"),
+    ("lora_B.weight", "weight.lora_b"),
+    ("lora_a", "weight.lora_a"),
+    ("lora_b", "weight.lora_b"),
+)
+OLLAMA_ADAPTER_TENSOR = re.compile(
+    r"blk\.\d+\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_down|ffn_up)\.weight\.lora_[ab]"
+)
+
+
+def ollama_tensor_name(name: str) -> str:
+    """The GGUF name Ollama gives an adapter tensor."""
+    out, i = [], 0
+    while i < len(name):
+        for old, new in OLLAMA_ADAPTER_REPLACEMENTS:
+            if name.startswith(old, i):
+                out.append(new)
+                i += len(old)
+                break
+        else:
+            out.append(name[i])
+            i += 1
+    return "".join(out)
+
+
+def _tensor_name_problems(weights: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as handle:
+        names = list(handle.keys())
+    odd = [n for n in names if not OLLAMA_ADAPTER_TENSOR.fullmatch(ollama_tensor_name(n))]
+    if odd:
+        return [f"{weights}: {len(odd)} tensors Ollama's adapter converter does not map, e.g. {odd[0]}"]
     return []

@@ -44,6 +44,21 @@ def test_the_modelfile_follows_ollamas_rules(tmp_path: Path) -> None:
     assert "not the base the adapter was trained on" in " ".join(modelfile_problems(folder, "qwen2.5:3b"))
     (folder / "adapters.safetensors").rename(folder / "elsewhere.safetensors")
     assert "no adapters.safetensors or adapter_model.safetensors" in " ".join(modelfile_problems(folder))
+    (folder / "elsewhere.safetensors").rename(folder / "adapters.safetensors")
+    # every tensor maps to a GGUF LoRA name by Ollama's converter's replacements (PEFT and mlx-lm)
+    from ragd_train.llm.modelfile import ollama_tensor_name
+
+    peft = "base_model.model.model.layers.11.mlp.down_proj.lora_B.weight"
+    assert ollama_tensor_name(peft) == "blk.11.ffn_down.weight.lora_b"
+    assert ollama_tensor_name("model.layers.0.self_attn.q_proj.lora_a") == "blk.0.attn_q.weight.lora_a"
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(
+        {"base_model.model.model.embed_tokens.lora_A.weight": torch.zeros(2, 8)},
+        folder / "adapters.safetensors",
+    )
+    assert any("does not map" in p and "embed_tokens" in p for p in modelfile_problems(folder))
     qwen = adapter_folder(tmp_path / "qwen-llm", "qwen2.5:3b", "qwen2")
     assert "# Note: the base's architecture is qwen2" in (qwen / "Modelfile").read_text()
     assert any("architecture is qwen2" in p for p in modelfile_problems(qwen, "qwen2.5:3b"))

@@ -136,6 +136,20 @@ def find_ollama_model(name: str, store: Path | None = None, *, verify: bool = Tr
     return OllamaModel(name=name, manifest=manifest, digest=digest, size=size, blob=blob)
 
 
+def manifest_digest(name: str, store: Path | None = None) -> str:
+    """The model layer's digest in the manifest of ``name`` ("" when the store has no such model or
+    its manifest is unreadable): cheap, for the workflow to rerun training after an ``ollama pull``."""
+    if not name or not looks_like_ollama_name(name):
+        return ""
+    manifest = manifest_path(name, store)
+    if not manifest.is_file():
+        return ""
+    try:
+        return str(_model_layer(manifest)["digest"])
+    except RagdTrainError:
+        return ""  # training reports it, naming the file
+
+
 # GGUF links made in this process: link -> the model behind it (metadata of the weights used)
 _LINKS: dict[Path, OllamaModel] = {}
 

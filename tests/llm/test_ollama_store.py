@@ -234,3 +234,18 @@ def test_the_base_model_defaults_to_the_model_ragd_chats_with(
     assert (
         load_config(overrides={"llm": {"base_model": "qwen2.5:0.5b"}})["llm"]["base_model"] == "qwen2.5:0.5b"
     )
+
+
+def test_the_peft_rule_reruns_when_ollama_pulls_a_new_blob_under_the_name(
+    store: Path, smollm2_gguf: Path
+) -> None:
+    from ragd_train.llm.ollama_store import manifest_digest
+
+    digest = manifest_digest("smollm2:135m")
+    assert digest == find_ollama_model("smollm2:135m", verify=False).digest
+    assert manifest_digest("nosuchmodel:1b") == "" == manifest_digest("/a/path") == manifest_digest("")
+    write_model(store, "nomodel", "1b", smollm2_gguf, model_layer=False)
+    assert manifest_digest("nomodel:1b") == ""
+    rules = (Path(__file__).resolve().parents[2] / "rules" / "llm.smk").read_text()
+    peft_rule = rules.split("rule train_lora_peft:", 1)[1].split("\nrule ", 1)[0]
+    assert "base_digest=ollama_base_digest" in peft_rule  # a params change reruns the rule

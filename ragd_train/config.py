@@ -119,6 +119,11 @@ def validate_config(
             from ragd_train.ragd.config import ollama_settings
 
             config["ollama"] = ollama_settings(config["ollama"])  # one LLM setting: ragd's
+        llm = config.get("llm")
+        if isinstance(llm, dict) and not llm.get("base_model"):
+            from ragd_train.llm.lora_config import default_base_model
+
+            llm["base_model"] = default_base_model()  # the model the user chats with: ragd's llm.model
         return config
     keys = list(error.path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):

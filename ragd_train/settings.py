@@ -515,10 +515,12 @@ class LlmSettings(Section):
         old="training.llm_backend",
     )
     base_model: str = setting(
-        "llama3.2:3b",
-        "Base chat model: an Ollama name (llama3.2:1b/3b, llama3.1:8b, qwen2.5:0.5b-7b, "
-        "smollm2:135m/360m/1.7b, mapped to each backend's model id), a local model directory or "
-        ".gguf file, or a Hugging Face id.",
+        None,
+        "Base chat model; unset = ragd's own llm.model, the model the user chats with (ragd's "
+        "default llama3.2:3b). An Ollama name is read from Ollama's store (~/.ollama/models or "
+        "$OLLAMA_MODELS: the very GGUF Ollama runs, peft backend) when it is there, else mapped to "
+        "its Hugging Face weights (llama3.2:1b/3b, llama3.1:8b, qwen2.5:0.5b-7b, "
+        "smollm2:135m/360m/1.7b); or a local model directory or .gguf file, or a Hugging Face id.",
         L,
         flags={"llm": "base_model"},
         old="training.llm_base_model",
@@ -547,6 +549,23 @@ class LlmSettings(Section):
         old="training.llm_max_length",
     )
     batch_size: int = setting(4, "Examples per optimizer step.", L, ge=1, old="training.llm_batch_size")
+    max_examples: int = setting(
+        32,
+        "Training examples seen at most (optimizer steps x batch_size): the step count comes from the "
+        "data, every epoch unless this cuts it. 32 = 8 steps, about 11 minutes for smollm2:135m on 2 "
+        "CPU cores with the demo's ~1000-token RAFT examples (docs/models.md).",
+        L,
+        ge=1,
+        flags={"llm": "max_examples"},
+    )
+    budget_minutes: float = setting(
+        0,
+        "Optional wall-clock budget of the training steps: when set (> 0), the steps are also cut to "
+        "what fits, by a measured step time, and training_metadata.json says the count came from the "
+        "clock (it then depends on the machine's load). 0 = off.",
+        L,
+        ge=0,
+    )
     max_cpu_hours: float = setting(
         6,
         "The peft backend on CPU does not start a run estimated to take longer (or to need more "

@@ -155,15 +155,16 @@ def plan_training(
     return plan
 
 
-def plan_message(plan: dict[str, Any], what: str, examples: int, batch: int) -> str:
-    """One line, printed before training starts: what is trained, for how long, and why."""
+def plan_message(plan: dict[str, Any], what: str, examples: int, batch: int, timing: str = "measured") -> str:
+    """One line, printed before training starts: what is trained, for how long, and why
+    (``timing``: how the step time was found, ``measured`` or ``estimated``)."""
     line = f"training {what}: {plan['steps']} steps of {batch}"
     if plan["steps"] > plan["epoch_steps"]:
         line += f" ({plan['steps'] / plan['epoch_steps']:.2f} epochs of {examples} examples)"
     else:
         line += f" ({min(examples, plan['steps'] * batch)} of {examples} examples)"
     if plan["step_time_s"]:
-        line += f", {plan['step_time_s']:.2f} s/step measured, about {plan['estimate_s'] / 60:.1f} min"
+        line += f", {plan['step_time_s']:.2f} s/step {timing}, about {plan['estimate_s'] / 60:.1f} min"
     if plan["limited_by"].endswith("budget_minutes"):
         line += (
             f"; cut from {plan['full_steps']} steps to fit the {plan['budget_minutes']:g}-minute budget "

@@ -84,7 +84,16 @@ rule train_lora:
         "../scripts/train_lora.py"
 
 
-# transformers + PEFT on CPU, for small bases; a hopeless run stops with guidance instead.
+def ollama_base_digest(wildcards):
+    """The digest of the GGUF in Ollama's store that the peft rule trains on ("" when the base is not
+    there): a new `ollama pull` of the same name reruns training."""
+    from ragd_train.llm.ollama_store import manifest_digest
+
+    return manifest_digest(settings_of("train_lora")["llm"].get("base_model") or "")
+
+
+# transformers + PEFT on CPU, for small bases; a hopeless run stops with guidance instead. An Ollama
+# name is trained on the GGUF in Ollama's store when it is there.
 rule train_lora_peft:
     input:
         raft="training_data/{corpus}/raft.jsonl",
@@ -104,6 +113,7 @@ rule train_lora_peft:
     params:
         backend="peft",
         settings=settings_of("train_lora"),
+        base_digest=ollama_base_digest,
     script:
         "../scripts/train_lora.py"
 

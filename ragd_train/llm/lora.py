@@ -35,7 +35,7 @@ from ragd_train.llm.lora_config import (
     LoraTrainingConfig,
     load_chat_records,
 )
-from ragd_train.llm.modelfile import modelfile_text
+from ragd_train.llm.modelfile import modelfile_problems, modelfile_text
 from ragd_train.ragd.hints import ollama_create_command, ragd_llm_hint
 from ragd_train.staging import ensure_absent, staged_output
 
@@ -86,7 +86,8 @@ def train_lora(
         for name in (ADAPTER_FILE, ADAPTER_CONFIG):
             if not (staging / name).exists():
                 raise RagdTrainError(f"the {backend} backend wrote no {name}")
-        (staging / "Modelfile").write_text(modelfile_text(cfg.base_model, backend, output_dir.name))
+        modelfile = modelfile_text(cfg.base_model, backend, output_dir.name, result.get("architecture"))
+        (staging / "Modelfile").write_text(modelfile)
         from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, package_versions, peak_memory_mb
 
         inputs = {"training_data": raft_path, "test_data": test_path}
@@ -107,6 +108,8 @@ def train_lora(
         )
         meta.setdefault("gpu_peak_memory_mb", gpu_peak_memory_mb())  # unsloth reports its own
         write_json(staging / "training_metadata.json", meta)
+        for problem in modelfile_problems(staging, meta["ollama_base"]):
+            log.warning("ollama create would fail or mis-build: %s", problem)
     log.info(
         "saved %s (%s, %d adapter tensors, %.1f MB) in %.0fs",
         output_dir,

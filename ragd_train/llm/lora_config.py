@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import model_validator
+
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_jsonl
 from ragd_train.settings import SEED_DEFAULT, LlmSettings
@@ -20,11 +22,50 @@ DEFAULT_TARGETS = tuple(LlmSettings.model_fields["lora_target_modules"].default)
 EVAL_EXAMPLES = 16  # held-out examples scored before and after training
 
 
+FALLBACK_BASE = "llama3.2:3b"  # ragd 1.0.10's own default llm.model
+
+
+def default_base_model() -> str:
+    """``llm.base_model`` when unset: ragd's ``llm.model`` (the model the user chats with), read from
+    ragd's config; ``llama3.2:3b`` (ragd's default) without one."""
+    from ragd_train.ragd.config import read_ragd_settings
+
+    try:
+        return str(read_ragd_settings()["llm.model"] or FALLBACK_BASE)
+    except InputError as exc:
+        log.warning("llm.base_model: ragd's config is unreadable (%s); using %s", exc, FALLBACK_BASE)
+        return FALLBACK_BASE
+
+
 class LoraTrainingConfig(LlmSettings):
     """The ``llm`` settings and the seed: everything that decides the adapter."""
 
     SECTION: ClassVar[str] = "llm"
     seed: int = SEED_DEFAULT
+
+    @model_validator(mode="after")
+    def _base_model(self) -> LoraTrainingConfig:
+        if not self.base_model:
+            self.base_model = default_base_model()
+        return self
+
+
+def plan_lora(
+    cfg: LoraTrainingConfig, epoch_steps: int, step_time: float | None, batch: int
+) -> dict[str, Any]:
+    """The optimizer steps of a LoRA run (``ragd_train.training.plan_steps``): every epoch of the
+    data unless ``llm.max_examples`` cuts it; ``llm.budget_minutes`` (off by default) cuts it further
+    by ``step_time``, and then ``from_clock`` is true."""
+    from ragd_train.training import TrainingBudget, plan_steps
+
+    budget = TrainingBudget(
+        epochs=cfg.epochs,
+        minutes=cfg.budget_minutes,
+        max_steps=None,
+        prefix="llm.",
+        max_examples=cfg.max_examples,
+    )
+    return plan_steps(budget, epoch_steps, step_time, batch)
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.llm.base_models import resolve_weights
-from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE, LoraTrainingConfig
+from ragd_train.llm.base_models import resolve_weights, weights_metadata
+from ragd_train.llm.lora_config import ADAPTER_CONFIG, ADAPTER_FILE, LoraTrainingConfig, plan_lora
+from ragd_train.training import plan_message
 
 log = logging.getLogger("ragd_train")
 
@@ -191,7 +192,11 @@ def train(
 
     batch = min(cfg.batch_size, len(kept))
     per_epoch = len(kept) // batch  # mlx-lm drops the last partial batch
-    iters = per_epoch * cfg.epochs
+    if cfg.budget_minutes > 0:
+        log.warning("llm.budget_minutes: the mlx backend does not time its steps; the data decides")
+    plan = plan_lora(cfg.model_copy(update={"budget_minutes": 0}), per_epoch, None, batch)
+    plan["step_time_source"] = None
+    iters = plan["steps"]  # mlx-lm's TrainingArgs.iters
     model.freeze()
     keys = layer_keys(model.layers[0], cfg.lora_target_modules)
     options = mlx_options(cfg, keys, len(model.layers), iters)
@@ -241,16 +246,8 @@ def train(
         adapter_file=staging / ADAPTER_FILE,
         max_seq_length=cfg.max_length,
     )
-    log.info(
-        "training a rank-%d LoRA (%d parameters) on %s with mlx on %s: %d examples, %d epochs (%d steps)",
-        cfg.lora_rank,
-        trainable,
-        cfg.base_model,
-        mx.default_device(),
-        len(kept),
-        cfg.epochs,
-        iters,
-    )
+    what = f"a rank-{cfg.lora_rank} LoRA ({trainable} parameters) on {cfg.base_model} with mlx"
+    log.info("%s on %s", plan_message(plan, what, len(kept), batch), mx.default_device())
     t0 = time.monotonic()
     mlx_train(
         model=model,
@@ -276,6 +273,9 @@ def train(
     return {
         "base_model_path": str(model_dir),
         "backend_options": options,
+        "base_weights": weights_metadata(weights),
+        "training_plan": plan,
+        "architecture": getattr(model, "model_type", None),
         "device": str(mx.default_device()),
         "threads": threads,
         "training_examples": len(kept),

@@ -9,17 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import RagdTrainError
-from ragd_train.llm.base_models import estimate_params, resolve_weights
-from ragd_train.llm.estimates import check_cpu_feasible
-from ragd_train.llm.lora_config import LoraTrainingConfig
+from ragd_train.llm.base_models import estimate_params, resolve_weights, weights_metadata
+from ragd_train.llm.estimates import check_cpu_feasible, cpu_step_seconds
+from ragd_train.llm.lora_config import LoraTrainingConfig, plan_lora, steps_per_epoch
 from ragd_train.llm.torch_lora import (
     check_targets,
     eval_loss,
     load_base,
+    measure_step_time,
     save_adapter,
     tokenize_records,
     train_loop,
 )
+from ragd_train.training import plan_message
 
 log = logging.getLogger("ragd_train")
 
@@ -60,11 +62,16 @@ def train(
     from peft import LoraConfig, get_peft_model
 
     weights = resolve_weights(cfg.base_model, "peft")
+    source = weights_metadata(weights)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    params = estimate_params(weights, cfg.base_model)
     estimate = None
     if device == "cpu":
         torch.set_num_threads(max(1, threads))
-        estimate = check_cpu_feasible(cfg, estimate_params(weights, cfg.base_model), records, threads)
+        # the guard sees the plan's length (before tokenising: every record counted as kept)
+        rough = plan_lora(cfg, steps_per_epoch(len(records), cfg.batch_size), None, cfg.batch_size)
+        examples_planned = min(rough["steps"] * cfg.batch_size, len(records) * cfg.epochs)
+        estimate = check_cpu_feasible(cfg, params, records, threads, examples=examples_planned)
         log.info(
             "estimated for this CPU run: %.1f GB of memory, %.2f h", estimate["memory_gb"], estimate["hours"]
         )
@@ -85,23 +92,32 @@ def train(
     held_out, _ = tokenize_records(tokenizer, test_records, cfg.max_length)
     pad = tokenizer.pad_token_id
     before = eval_loss(model, held_out, pad_id=pad, device=device)  # LoRA starts as a no-op: the base's loss
-    log.info(
-        "training a rank-%d LoRA (%d parameters) on %s with peft on %s: %d examples, %d epochs, %d threads",
-        cfg.lora_rank,
-        trainable,
-        cfg.base_model,
-        device,
-        len(examples),
-        cfg.epochs,
-        threads,
+    timing, step_time = "estimated", None
+    if cfg.budget_minutes > 0:  # the clock decides only when asked to: measure a step
+        timing = "measured"
+        step_time = measure_step_time(model, examples, cfg, pad_id=pad, device=device)
+        torch.manual_seed(cfg.seed)
+    elif device == "cpu":
+        tokens = sum(len(ids) for ids, _ in examples) / len(examples)
+        step_time = cpu_step_seconds(params, tokens, min(cfg.batch_size, len(examples)), threads)
+    plan = plan_lora(cfg, steps_per_epoch(len(examples), cfg.batch_size), step_time, cfg.batch_size)
+    plan["step_time_source"] = timing if step_time else None
+    what = (
+        f"a rank-{cfg.lora_rank} LoRA ({trainable} parameters) on {cfg.base_model} "
+        f"with peft on {device} ({threads} threads)"
     )
+    log.info("%s", plan_message(plan, what, len(examples), cfg.batch_size, timing))
     t0 = time.monotonic()
-    history = train_loop(model, examples, cfg, pad_id=pad, device=device)
+    history = train_loop(model, examples, cfg, pad_id=pad, device=device, steps=plan["steps"])
     train_time = time.monotonic() - t0
     after = eval_loss(model, held_out, pad_id=pad, device=device)
-    save_adapter(model, staging, str(weights))
+    base_path = source.get("blob") or str(weights)  # Ollama's blob, not the temporary link to it
+    save_adapter(model, staging, base_path)
     return {
-        "base_model_path": str(weights),
+        "base_model_path": base_path,
+        "base_weights": source,
+        "architecture": getattr(model.config, "model_type", None),
+        "training_plan": plan,
         "backend_options": options,
         "device": device,
         "threads": threads,

@@ -144,14 +144,19 @@ def train_loop(
     device: str,
     autocast_dtype: Any = None,
     slice_logits: bool = True,
+    steps: int | None = None,
 ) -> list[dict[str, float]]:
-    """AdamW with linear warm-up and decay over the trainable (LoRA) parameters; the loss curve."""
+    """AdamW with linear warm-up and decay over the trainable (LoRA) parameters; the loss curve.
+
+    ``steps`` optimizer steps (the plan's, ``lora_config.plan_lora``), each epoch a new shuffle of
+    the examples; every epoch of ``cfg.epochs`` when None."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     per_epoch = steps_per_epoch(len(examples), cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    total = steps if steps is not None else per_epoch * cfg.epochs
+    epochs = math.ceil(total / per_epoch)
     warmup = max(1, round(0.1 * total))
 
     def schedule(step: int) -> float:
@@ -164,10 +169,12 @@ def train_loop(
     model.train()
     step = 0
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(epochs):
             order = list(range(len(examples)))
             rng.shuffle(order)
             for start in range(0, len(order), cfg.batch_size):
+                if step >= total:
+                    break
                 batch = collate(
                     [examples[i] for i in order[start : start + cfg.batch_size]], pad_id, left=slice_logits
                 )
@@ -193,6 +200,29 @@ def train_loop(
         reporter.close()
     model.eval()
     return history
+
+
+def measure_step_time(
+    model: Any,
+    examples: list[tuple[list[int], list[int]]],
+    cfg: LoraTrainingConfig,
+    *,
+    pad_id: int,
+    device: str,
+    slice_logits: bool = True,
+) -> float:
+    """Seconds of one optimizer step's forward and backward on the first batch (no warm-up pass: a
+    step on CPU takes long enough), the gradients discarded; for ``llm.budget_minutes`` only."""
+    import time
+
+    model.train()
+    batch = collate(examples[: cfg.batch_size], pad_id, left=slice_logits)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    t = time.perf_counter()
+    batch_loss(model, batch, slice_logits=slice_logits).backward()
+    elapsed = time.perf_counter() - t
+    model.zero_grad(set_to_none=True)
+    return elapsed
 
 
 def eval_loss(

@@ -97,7 +97,15 @@ def train(
     fast = import_unsloth()
     import torch
 
-    from ragd_train.llm.torch_lora import eval_loss, save_adapter, tokenize_records, train_loop
+    from ragd_train.llm.lora_config import plan_lora, steps_per_epoch
+    from ragd_train.llm.torch_lora import (
+        eval_loss,
+        measure_step_time,
+        save_adapter,
+        tokenize_records,
+        train_loop,
+    )
+    from ragd_train.training import plan_message
 
     options = unsloth_options(cfg)
     torch.manual_seed(cfg.seed)
@@ -118,25 +126,33 @@ def train(
     }
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     before = eval_loss(model, held_out, **common)
-    log.info(
-        "training a rank-%d LoRA (%d parameters) on %s with unsloth on %s: %d examples, %d epochs",
-        cfg.lora_rank,
-        trainable,
-        options["from_pretrained"]["model_name"],
-        device_name,
-        len(examples),
-        cfg.epochs,
+    fast.for_training(model)
+    step_time = None
+    if cfg.budget_minutes > 0:  # the clock decides only when asked to: measure a step
+        with torch.autocast(device_type="cuda", dtype=dtype):
+            step_time = measure_step_time(
+                model, examples, cfg, pad_id=common["pad_id"], device="cuda", slice_logits=False
+            )
+        torch.manual_seed(cfg.seed)
+    plan = plan_lora(cfg, steps_per_epoch(len(examples), cfg.batch_size), step_time, cfg.batch_size)
+    plan["step_time_source"] = "measured" if step_time else None
+    what = (
+        f"a rank-{cfg.lora_rank} LoRA ({trainable} parameters) on "
+        f"{options['from_pretrained']['model_name']} with unsloth on {device_name}"
     )
+    log.info("%s", plan_message(plan, what, len(examples), cfg.batch_size))
     torch.cuda.reset_peak_memory_stats()
     t0 = time.monotonic()
-    fast.for_training(model)
-    history = train_loop(model, examples, cfg, **common)
+    history = train_loop(model, examples, cfg, steps=plan["steps"], **common)
     train_time = time.monotonic() - t0
     after = eval_loss(model, held_out, **common)
     save_adapter(model, staging, options["from_pretrained"]["model_name"])
     return {
         "base_model_path": options["from_pretrained"]["model_name"],
         "backend_options": options,
+        "base_weights": {"source": "hub", "id": options["from_pretrained"]["model_name"]},
+        "training_plan": plan,
+        "architecture": getattr(model.config, "model_type", None),
         "device": f"cuda ({device_name})",
         "threads": threads,
         "training_examples": len(examples),

@@ -294,6 +294,8 @@ READERS = {
     "llm.max_length": "train_lora",
     "llm.batch_size": "train_lora",
     "llm.max_cpu_hours": "train_lora",
+    "llm.max_examples": "train_lora",
+    "llm.budget_minutes": "train_lora",
     "evaluation.require_improvement": "evaluate_embeddings",
     "evaluation.require_significant": "evaluate_embeddings",
     "evaluation.mode": "evaluate_embeddings",

@@ -138,7 +138,10 @@ def load_training_examples(
     """(anchor, positive, negative_1..k) rows from training JSONL/JSON.
 
     Records with fewer than ``k`` mined negatives are topped up with negatives of records
-    from other documents (seeded), so every row has the same columns.
+    from other documents, drawn without replacement (seeded), so every row has the same columns.
+    When some record cannot be topped up to ``k`` (too few negatives of other documents), every
+    row gets as many as that record has, with one warning; ``k`` drops to 0 (in-batch negatives
+    only) at worst. A draw never repeats, so this always ends.
     """
     if records is None:
         records = read_training_records(path)
@@ -163,13 +166,23 @@ def load_training_examples(
             :hard_negatives
         ]
         doc = str(record.get("source_document", index + 1))
-        while len(texts) < hard_negatives:
-            other_doc, text = rng.choice(pool)
-            if other_doc != doc or len(pool) == 1:
-                texts.append(text)
-        for k, text in enumerate(texts, start=1):
-            row[f"negative_{k}"] = text
-        rows.append(row)
+        if len(texts) < hard_negatives:
+            eligible = list(dict.fromkeys(t for d, t in pool if d != doc and t not in texts))
+            texts += rng.sample(eligible, min(hard_negatives - len(texts), len(eligible)))
+        rows.append({**row, **{f"negative_{k}": t for k, t in enumerate(texts, start=1)}})
+    fewest = min((sum(key.startswith("negative_") for key in r) for r in rows), default=0)
+    if fewest < hard_negatives:
+        log.warning(
+            "%s: some records have only %d negatives, and too few records of other documents to "
+            "top them up to %d; training every record with %d hard negatives",
+            path,
+            fewest,
+            hard_negatives,
+            fewest,
+        )
+        for r in rows:
+            for k in range(fewest + 1, hard_negatives + 1):
+                r.pop(f"negative_{k}", None)
     return rows
 
 

@@ -408,3 +408,41 @@ def test_a_bad_record_after_blank_lines_is_reported_at_its_real_line(tmp_path: P
     with pytest.raises(InputError) as err:
         load_training_examples(data, 1, 0)
     assert (err.value.line, err.value.field) == (3, "negatives")
+
+
+def _within(seconds: int, func: object, *args: object) -> object:
+    """Call ``func(*args)``; fail (instead of hanging the suite) if it runs past ``seconds``."""
+    import signal
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        return func(*args)  # type: ignore[operator]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_topping_up_negatives_from_one_document_ends_with_fewer_and_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every record from one document: nothing qualifies to top up; the draw must end (#28)."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"query":"q1","positive":"p1","negatives":["n1","n2"],"source_document":"d"}\n'
+        '{"query":"q2","positive":"p2","source_document":"d"}\n'
+    )
+    rows = _within(10, load_training_examples, path, 2, 1)
+    assert [set(r) for r in rows] == [{"anchor", "positive"}] * 2  # in-batch negatives only
+    assert "only 0 negatives" in caplog.text and "training every record with 0" in caplog.text
+    # with one other document holding one negative: one negative each, never the record's own doc's
+    path.write_text(
+        path.read_text() + '{"query":"q3","positive":"p3","negatives":["m1"],"source_document":"e"}\n'
+    )
+    rows = _within(10, load_training_examples, path, 2, 1)
+    assert all(set(r) == {"anchor", "positive", "negative_1"} for r in rows)
+    assert rows[0]["negative_1"] == "n1" and rows[1]["negative_1"] == "m1"
+    assert rows[2]["negative_1"] == "m1"  # its own mined negative

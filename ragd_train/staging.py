@@ -45,15 +45,36 @@ def staged_output(output_dir: str | Path) -> Iterator[Path]:
             try:
                 staging.rename(output_dir)
             except OSError:
-                if not output_dir.exists():
+                if not output_dir.is_dir() or output_dir.is_symlink():
                     raise
-                # Snakemake's lock is check-then-write: two runs started together may both build
-                raise RagdTrainError(
-                    f"{output_dir} was written by another run while this one trained; kept that one"
-                ) from None
+                # Snakemake's lock is check-then-write: two runs started together may both
+                # build. This model finished last: it replaces the other (never both lost).
+                _replace(output_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _replace(output_dir: Path, staging: Path) -> None:
+    """Put ``staging`` in place of the model another run wrote meanwhile. The other model is
+    moved aside as a backup first, so a kill between the two renames leaves it to be restored
+    (``recover_orphaned_backups``), never neither."""
+    import logging
+
+    aside = output_dir.parent / f".{output_dir.name}.{owner_tag()}.replaced.previous"
+    shutil.rmtree(aside, ignore_errors=True)
+    output_dir.rename(aside)
+    try:
+        staging.rename(output_dir)
+    except BaseException:
+        aside.rename(output_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    logging.getLogger("ragd_train").warning(
+        "%s was written by another run while this one trained; replaced it with this run's "
+        "model, which finished later",
+        output_dir,
+    )
 
 
 # ------------------------------------------------------------------ owners of hidden directories
@@ -224,13 +245,18 @@ def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
 
 
 def _open_up(folder: Path) -> None:
-    """Give ``folder`` and what is in it the modes the umask asks for (mkdtemp makes 0700)."""
+    """Give ``folder`` and what is in it the modes the umask asks for (mkdtemp makes 0700; a
+    library saving through a temp file leaves a file 0600)."""
     from ragd_train.jsonl_io import created_mode
 
     os.chmod(folder, created_mode(directory=True))
     for item in folder.rglob("*"):
-        if item.is_dir() and not item.is_symlink():
+        if item.is_symlink():
+            continue
+        if item.is_dir():
             os.chmod(item, created_mode(directory=True))
+        elif item.is_file():
+            os.chmod(item, created_mode())
 
 
 def save_model_files(model: Any, staging: Path) -> None:

@@ -13,7 +13,7 @@ from ragd_train.staging import (
     recover_orphaned_backups,
     remove_stale_staging,
 )
-from ragd_train.runner import check_embedding_config
+from ragd_train.runner import check_embedding_config, hold_workspace
 from ragd_train.settings import rule_settings
 
 min_version("9.0")
@@ -89,10 +89,16 @@ def questions_of(wildcards):
 # onstart (Snakefile) runs after the lock is taken and the DAG is built, before any job runs (never
 # in a dry run); onsuccess / onerror when the run ends.
 MODEL_BACKUPS = {}
+RUN_LOCK = []
 
 
 def start_run():
-    """Refuse a config a rebuild would fail on; tidy after killed runs; back up models to rebuild."""
+    """Hold the workspace (so `ragd train unlock` refuses while this run lives); refuse a config a
+    rebuild would fail on; tidy after killed runs; back up models to rebuild."""
+    try:
+        RUN_LOCK.append(hold_workspace(Path.cwd()))
+    except RagdTrainError as exc:
+        sys.exit(f"Error: {exc}")
     jobs = list(workflow.dag.needrun_jobs())
     if any(job.rule.name == "train_embeddings" for job in jobs):
         try:

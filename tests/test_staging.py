@@ -52,3 +52,34 @@ def test_outputs_get_the_umasks_modes_not_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "model" / "sub").stat().st_mode) == 0o755
+
+
+def test_a_model_another_run_wrote_meanwhile_is_replaced_not_both_lost(tmp_path: Path) -> None:
+    """Two runs built the same model: the one finishing last replaces the other (before, it
+    raised, Snakemake deleted the job's output, and the finished model of the other run was
+    thrown away with it: #28 item 2)."""
+    out = tmp_path / "models" / "demo-embeddings"
+    with staged_output(out) as staging:
+        (staging / "model.safetensors").write_bytes(b"mine")
+        out.mkdir()  # the other run finished first
+        (out / "model.safetensors").write_bytes(b"theirs")
+    assert (out / "model.safetensors").read_bytes() == b"mine"
+    assert list(out.parent.iterdir()) == [out], "a staging or set-aside directory was left"
+
+
+def test_model_files_get_the_umasks_modes_even_when_saved_0600(tmp_path: Path) -> None:
+    """A library that saves weights through a temp file leaves them 0600 (#28 item 7)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with staged_output(tmp_path / "model") as staging:
+            (staging / "sub").mkdir()
+            for name in ("model.safetensors", "sub/config.json"):
+                (staging / name).write_bytes(b"x")
+                os.chmod(staging / name, 0o600)
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "sub/config.json"):
+        assert stat.S_IMODE((tmp_path / "model" / name).stat().st_mode) == 0o644, name

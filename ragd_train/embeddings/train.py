@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, record_lines, write_json
-from ragd_train.metadata import base_metadata, run_stats
+from ragd_train.metadata import base_metadata, hash_inputs, run_stats
 from ragd_train.settings import SEED_DEFAULT, EmbeddingsSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 from ragd_train.training import TrainingBudget, plan_message, plan_training, trainer_arguments
@@ -269,6 +269,7 @@ def train_embeddings(
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
     torch.manual_seed(cfg.seed)
+    inputs = hash_inputs({"training_data": train_path, "snapshot": snapshot_path})  # before training
     records = read_training_records(train_path)
     resolved = resolve_model(cfg.base_model)
     model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
@@ -332,9 +333,7 @@ def train_embeddings(
         train_time = time.monotonic() - train_start
         model.max_seq_length = served_length  # trained on shorter texts, still reads whole chunks
         save_model_files(model, staging)
-        meta = base_metadata(
-            "embeddings", {"training_data": train_path, "snapshot": snapshot_path}, cfg.model_dump(), cfg.seed
-        )
+        meta = base_metadata("embeddings", inputs, cfg.model_dump(), cfg.seed)
         meta.update(
             {
                 "base_model": cfg.base_model,

@@ -70,6 +70,9 @@ def train_lora(
     ensure_absent(output_dir)
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", field="llm.backend")
+    from ragd_train.metadata import hash_inputs
+
+    inputs = hash_inputs({"training_data": raft_path, "test_data": test_path})  # before training
     records = load_chat_records(raft_path)
     if not records:
         raise InputError("no RAFT training records", path=raft_path)
@@ -89,7 +92,6 @@ def train_lora(
         (staging / "Modelfile").write_text(modelfile_text(cfg.base_model, backend, output_dir.name))
         from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, package_versions, peak_memory_mb
 
-        inputs = {"training_data": raft_path, "test_data": test_path}
         meta = base_metadata("llm", inputs, cfg.model_dump(), cfg.seed)
         meta["versions"].update(package_versions(("mlx", "mlx-lm", "unsloth", "trl", "bitsandbytes", "gguf")))
         meta.update(

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
-from ragd_train.metadata import base_metadata, run_stats
+from ragd_train.metadata import base_metadata, hash_inputs, run_stats
 from ragd_train.settings import SEED_DEFAULT, RerankerSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
@@ -275,6 +275,7 @@ def train_reranker(
     cfg = cfg.model_copy(update={"kind": kind})
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
+    inputs = hash_inputs({"training_data": train_path, "snapshot": snapshot_path})  # before training
     rows = load_reranker_examples(train_path, cfg.negatives_per_query, cfg.seed)
     base = resolve_reranker_base(cfg.base_model, cfg.fallback_model)
     if base.note and not why:
@@ -333,9 +334,7 @@ def train_reranker(
         trainer.train()
         train_time = time.monotonic() - train_start
         save_model_files(model, staging)
-        meta = base_metadata(
-            "reranker", {"training_data": train_path, "snapshot": snapshot_path}, cfg.model_dump(), cfg.seed
-        )
+        meta = base_metadata("reranker", inputs, cfg.model_dump(), cfg.seed)
         meta.update(
             {
                 "reranker_kind": cfg.kind,

@@ -446,3 +446,27 @@ def test_topping_up_negatives_from_one_document_ends_with_fewer_and_a_warning(
     assert all(set(r) == {"anchor", "positive", "negative_1"} for r in rows)
     assert rows[0]["negative_1"] == "n1" and rows[1]["negative_1"] == "m1"
     assert rows[2]["negative_1"] == "m1"  # its own mined negative
+
+
+def test_deleting_the_training_data_while_training_keeps_the_model(
+    tiny_model: Path, train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs' checksums were taken after training: a training_data/ removed meanwhile
+    threw the trained model away (#28 item 4). They are taken before, of what was trained on."""
+    import hashlib
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    expected = hashlib.sha256(train_file.read_bytes()).hexdigest()
+    train = SentenceTransformerTrainer.train
+
+    def train_then_lose_the_data(self: object, *args: object, **kwargs: object) -> object:
+        train_file.unlink()  # `rm -r training_data/` while the model trains
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", train_then_lose_the_data)
+    out = tmp_path / "models" / "tiny-embeddings"
+    cfg = EmbeddingTrainingConfig(base_model=str(tiny_model), epochs=1, batch_size=4, matryoshka_dims="none")
+    train_embeddings(train_file, out, cfg)
+    stored = json.loads((out / "training_metadata.json").read_text())
+    assert stored["inputs"]["training_data"] == {"path": str(train_file), "sha256": expected}

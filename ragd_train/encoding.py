@@ -32,7 +32,13 @@ class CachedEncoder:
         self.batch_size = batch_size
         self._model: Any = None
         fingerprint = model_fingerprint(self.path, normalize=True)
-        self.cache = EmbeddingCache(cache_root, fingerprint) if cache_root is not None else None
+        if cache_root is None:
+            self.cache = None
+        else:
+            from ragd_train.runner import embedding_dimension
+
+            dim = embedding_dimension(Path(self.path)) if Path(self.path).is_dir() else None
+            self.cache = EmbeddingCache(cache_root, fingerprint, dim=dim)
 
     @property
     def model(self) -> Any:

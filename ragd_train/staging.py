@@ -176,17 +176,27 @@ def backup_models(model_dirs: Iterable[str | Path]) -> dict[Path, Path]:
     backups: dict[Path, Path] = {}
     for item in model_dirs:
         model_dir = Path(item)
-        if not model_dir.is_dir() or model_dir.is_symlink():
+        if model_dir.is_symlink() or not (model_dir.is_dir() or model_dir.is_file()):
             continue
         backup = _backup_name(model_dir, owner_tag())
-        shutil.rmtree(backup, ignore_errors=True)
+        _remove(backup)
         try:
-            shutil.copytree(model_dir, backup, symlinks=True, copy_function=_link_or_copy)
+            if model_dir.is_dir():
+                shutil.copytree(model_dir, backup, symlinks=True, copy_function=_link_or_copy)
+            else:  # an output file (training data, a report): the same, one hard link
+                _link_or_copy(str(model_dir), str(backup))
         except OSError:
-            shutil.rmtree(backup, ignore_errors=True)
+            _remove(backup)
             raise
         backups[model_dir] = backup
     return backups
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -205,21 +215,24 @@ def finish_backups(backups: dict[Path, Path], success: bool) -> list[Path]:
     """
     restored = []
     for model_dir, backup in backups.items():
-        if not backup.is_dir():
+        if not backup.exists():
             continue
         if not success and not model_dir.exists():
             _restore(backup, model_dir)
             restored.append(model_dir)
         else:
-            shutil.rmtree(backup, ignore_errors=True)
+            _remove(backup)
     return restored
 
 
 def _restore(backup: Path, model_dir: Path) -> None:
     backup.rename(model_dir)
-    stamp = model_dir / ".snakemake_timestamp"
-    stamp.touch()
-    os.utime(stamp, (0, 0))
+    if model_dir.is_dir():
+        stamp = model_dir / ".snakemake_timestamp"
+        stamp.touch()
+        os.utime(stamp, (0, 0))
+    else:
+        os.utime(model_dir, (0, 0))
 
 
 def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
@@ -233,11 +246,11 @@ def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
         return restored
     for backup in sorted(folder.glob(".*.previous")):
         owner = _owned(backup, ".previous")
-        if owner is None or not backup.is_dir() or not _owner_gone(owner[1], owner[2]):
+        if owner is None or backup.is_symlink() or not _owner_gone(owner[1], owner[2]):
             continue
         model_dir = folder / owner[0]
         if model_dir.exists():
-            shutil.rmtree(backup, ignore_errors=True)
+            _remove(backup)
         else:
             _restore(backup, model_dir)
             restored.append(model_dir)

@@ -106,13 +106,20 @@ def start_run():
         except RagdTrainError as exc:
             sys.exit(f"Error: {exc}")
     remove_stale_staging("models")
-    for restored in recover_orphaned_backups("models"):
-        forget_incomplete(restored)
-        print(
-            f"Restored {restored} (left by a killed run; out of date)", file=sys.stderr
-        )
+    corpora_data = sorted(p for p in Path("training_data").glob("*") if p.is_dir())
+    for folder in ["models", "reports", *corpora_data]:
+        for restored in recover_orphaned_backups(folder):
+            forget_incomplete(restored)
+            print(
+                f"Restored {restored} (left by a killed run; out of date)",
+                file=sys.stderr,
+            )
+    # models, training data and reports: a failed rebuild puts the previous ones back
     rebuilt = {
-        str(f) for job in jobs for f in job.output if str(f).startswith("models/")
+        str(f)
+        for job in jobs
+        for f in job.output
+        if str(f).startswith(("models/", "training_data/", "reports/"))
     }
     MODEL_BACKUPS.update(backup_models(sorted(rebuilt)))
 

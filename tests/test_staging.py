@@ -83,3 +83,29 @@ def test_model_files_get_the_umasks_modes_even_when_saved_0600(tmp_path: Path) -
         os.umask(old)
     for name in ("model.safetensors", "sub/config.json"):
         assert stat.S_IMODE((tmp_path / "model" / name).stat().st_mode) == 0o644, name
+
+
+def test_output_files_are_backed_up_and_put_back_after_a_failed_run(tmp_path: Path) -> None:
+    """Training data and reports, not only model folders (#28 item 5)."""
+    import os
+
+    from ragd_train.staging import backup_models, finish_backups, recover_orphaned_backups
+
+    train = tmp_path / "training_data" / "demo" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_text("previous\n")
+    backups = backup_models([train])
+    train.unlink()  # what Snakemake does to the output of a job it runs, and of one that fails
+    assert finish_backups(backups, success=False) == [train]
+    assert train.read_text() == "previous\n" and train.stat().st_mtime == 0  # out of date
+    assert list(train.parent.iterdir()) == [train]
+    # the same after a SIGKILL: the next run restores what the killed one left
+    (train.parent / f".train.jsonl.pid{os.getpid() + 10**7}@{_host()}.previous").write_text("kept\n")
+    train.unlink()
+    assert recover_orphaned_backups(train.parent) == [train] and train.read_text() == "kept\n"
+
+
+def _host() -> str:
+    from ragd_train.staging import _host as host
+
+    return host()

@@ -302,6 +302,10 @@ def generate_data(
 ) -> None:
     """Generate training data (queries, hard negatives, quality filter) from a corpus."""
     opts, flags = _split(options)
+    if output is not None:
+        from ragd_train.jsonl_io import check_output_path
+
+        check_output_path(output)  # refused before the workflow runs, not after
     overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("generate-data", flags))
     workspace = _run(
         [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"], opts, overrides

@@ -277,3 +277,36 @@ def test_delete_of_a_symlink_in_models_is_one_line_and_deletes_nothing(ws: Path)
     assert result.exit_code == 1 and "is a symlink, not a model directory" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert link.is_symlink() and (ws / "models" / "demo-embeddings" / "model.safetensors").is_file()
+
+
+def test_export_to_a_device_or_into_the_model_is_one_line(ws: Path, tmp_path: Path) -> None:
+    """`export --to /dev/full` and an hf export into the model's own folder were tracebacks (#28)."""
+    model = ws / "models" / "demo-embeddings"
+    before = sorted(p.name for p in model.rglob("*"))
+    runner = CliRunner()
+    for fmt, dest, expected in [
+        ("tar", "/dev/full", "demo-embeddings.tar.gz: cannot be written: /dev/full is not a folder"),
+        ("tar", "/dev/full/x.tar.gz", "cannot be written: /dev/full is not a folder"),
+        ("hf", str(model / "hf"), "is inside the model's own folder"),
+        ("tar", str(model / "x.tar.gz"), "is inside the model's own folder"),
+    ]:
+        args = ["train", "export", "demo-embeddings", "--to", dest, "--format", fmt, "--workspace", str(ws)]
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and expected in result.output, (dest, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in model.rglob("*")) == before
+
+
+def test_export_tar_over_a_symlink_is_refused(ws: Path, tmp_path: Path) -> None:
+    target = tmp_path / "precious.tar.gz"
+    target.write_bytes(b"keep")
+    link = tmp_path / "out.tar.gz"
+    link.symlink_to(target)
+    with pytest.raises(RagdTrainError, match="already exists"):
+        export_model(ws, "demo-embeddings", link)
+    dangling = tmp_path / "dangling.tar.gz"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(RagdTrainError, match="already exists"):
+        export_model(ws, "demo-embeddings", dangling)
+    assert link.is_symlink() and target.read_bytes() == b"keep" and dangling.is_symlink()
+    assert not (tmp_path / "nowhere").exists()

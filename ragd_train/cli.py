@@ -370,6 +370,7 @@ def _train_model(
     from ragd_train.progress import setup_logging
     from ragd_train.runner import ragd_home
 
+    _check_overrides(opts, overrides, [])  # a bad flag value names the flag, as in the workflow
     if opts["dry_run"]:
         click.echo(f"would train {kind} on {data}")
         return
@@ -775,6 +776,9 @@ def use_cmd(model: str, workspace: Path | None) -> None:
         raise RagdTrainError(f"no model directory {model} (nor {model_dir})")
     model_dir = model_dir.resolve()
     dimension = require_model_dir(model_dir)
+    from ragd_train.weights import verify_weights
+
+    verify_weights(model_dir)  # never switch ragd to a truncated or diverged model
     before = int(read_ragd_settings()["embedding.dimension"])
     path = set_values({"embedding.model": str(model_dir), "embedding.dimension": dimension})
     click.echo(f"{path}: embedding.model = {model_dir}, embedding.dimension = {dimension}")

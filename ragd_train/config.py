@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -90,6 +91,18 @@ def _get_path(mapping: Any, keys: list[str | int]) -> Any:
     return mapping
 
 
+def _non_finite(node: Any, keys: tuple[Any, ...] = ()) -> tuple[list[Any], float] | None:
+    """The path and value of the first NaN or infinity in a config, if any."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return list(keys), node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _non_finite(value, (*keys, key))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_config(
     config: dict[str, Any],
     sources: Iterable[str | Path] = (),
@@ -110,6 +123,16 @@ def validate_config(
         new: old.split(".")
         for old, new in migrate(config, lambda keys: locate(config, keys, sources), quiet=quiet).items()
     }
+    bad = _non_finite(config)
+    if bad is not None:  # NaN passes every JSON-schema bound (it compares false); inf trains NaN
+        keys, value = bad
+        field = ".".join(str(k) for k in keys)
+        if overrides and has_path(overrides, keys):
+            raise InputError(
+                f"invalid value: {value} is not a finite number", path="command line", field=field
+            )
+        where, line = locate(config, keys, sources)
+        raise InputError(f"invalid value: {value} is not a finite number", path=where, line=line, field=field)
     schema = yaml.safe_load(schema_path().read_text(encoding="utf-8"))
     validator = _validator()(schema)
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)

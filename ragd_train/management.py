@@ -140,6 +140,9 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         raise RagdTrainError(
             f"{links[0]}: symlinks in a model directory are not exported; replace it by a file"
         )
+    from ragd_train.weights import verify_weights
+
+    verify_weights(src)  # a model with unloadable or non-finite weights is not exported
     inside = dest.resolve()
     if inside == src.resolve() or src.resolve() in inside.parents:
         raise RagdTrainError(f"{dest} is inside the model's own folder {src}: export it elsewhere")

@@ -70,7 +70,8 @@ UniqueList = Field(min_length=1, json_schema_extra={"uniqueItems": True})
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN passes every bound (it compares false), and inf trains NaN weights: both refused
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------- corpora
@@ -554,6 +555,9 @@ class Settings(Section):
         "Seed for every random choice (generation, mining, split, training).",
         RULES,
         flags={"reranker": "seed"},
+        ge=0,
+        le=2**32 - 1,  # what numpy and torch take
+        strict=True,  # 1e23 is not a seed
     )
     corpora: Annotated[dict[CorpusName, Corpus], Field(min_length=1)] = Field(
         description="Corpora by name; each becomes snapshots/{name}.jsonl.",

@@ -280,3 +280,6 @@ def save_model_files(model: Any, staging: Path) -> None:
     for item in model_dir.iterdir():
         item.rename(staging / item.name)
     model_dir.rmdir()
+    from ragd_train.weights import verify_weights
+
+    verify_weights(staging)  # never called ready with non-finite or unloadable weights

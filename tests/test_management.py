@@ -18,13 +18,20 @@ from ragd_train.ragd import config as ragd_config
 from ragd_train.ragd.config import set_values
 
 
+def _save_weights(path: Path, value: float = 0.0) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"embeddings.word_embeddings.weight": torch.full((32, 8), value)}, str(path))
+
+
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     """A workspace holding one fake-but-complete model directory and its report."""
     ws = tmp_path / "ws"
     model = ws / "models" / "demo-embeddings"
     model.mkdir(parents=True)
-    (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    _save_weights(model / "model.safetensors")
     (model / "config.json").write_text("{}")
     (model / "1_Pooling").mkdir()
     (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
@@ -310,3 +317,41 @@ def test_export_tar_over_a_symlink_is_refused(ws: Path, tmp_path: Path) -> None:
         export_model(ws, "demo-embeddings", dangling)
     assert link.is_symlink() and target.read_bytes() == b"keep" and dangling.is_symlink()
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncated", "the weights do not load"),
+        ("empty", "the weights do not load"),
+        ("nan", "tensor 'embeddings.word_embeddings.weight' has non-finite values"),
+        ("inf", "tensor 'embeddings.word_embeddings.weight' has non-finite values"),
+        ("width", "has shape (32, 8), but config.json says the model is 16 wide"),
+    ],
+)
+def test_a_model_with_damaged_weights_is_neither_used_nor_exported(
+    ws: Path, tmp_path: Path, damage: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`use` took a truncated model.safetensors, and NaN weights were exported (#28 item 6)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    model = ws / "models" / "demo-embeddings"
+    weights = model / "model.safetensors"
+    (model / "modules.json").write_text("[]")
+    meta = json.loads((model / "training_metadata.json").read_text())
+    (model / "training_metadata.json").write_text(json.dumps({**meta, "output_dimension": 8}))
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-10])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    elif damage == "width":
+        (model / "config.json").write_text('{"hidden_size": 16}')
+    else:
+        _save_weights(weights, float(damage))
+    runner = CliRunner()
+    export = ["export", "demo-embeddings", "--to", str(tmp_path / "x.tar.gz")]
+    for args in (["use", "demo-embeddings"], export):
+        result = runner.invoke(main, ["train", *args, "--workspace", str(ws)])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: {weights}: ") and reason in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.tar.gz").exists() and not (tmp_path / "home" / ".ragd").exists()

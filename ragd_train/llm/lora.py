@@ -89,6 +89,9 @@ def train_lora(
         for name in (ADAPTER_FILE, ADAPTER_CONFIG):
             if not (staging / name).exists():
                 raise RagdTrainError(f"the {backend} backend wrote no {name}")
+        from ragd_train.weights import verify_weights
+
+        verify_weights(staging)  # never called ready with non-finite or unloadable weights
         (staging / "Modelfile").write_text(modelfile_text(cfg.base_model, backend, output_dir.name))
         from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, package_versions, peak_memory_mb
 

@@ -470,3 +470,31 @@ def test_deleting_the_training_data_while_training_keeps_the_model(
     train_embeddings(train_file, out, cfg)
     stored = json.loads((out / "training_metadata.json").read_text())
     assert stored["inputs"]["training_data"] == {"path": str(train_file), "sha256": expected}
+
+
+@pytest.mark.parametrize(("learning_rate", "max_steps"), [(1e30, None), (1e39, 1)])
+def test_a_diverged_training_is_an_error_and_leaves_no_model(
+    tiny_model: Path, train_file: Path, tmp_path: Path, learning_rate: float, max_steps: int | None
+) -> None:
+    """A huge learning rate made NaN weights that were called ready (#28 item 6): a non-finite
+    loss stops training; weights that went non-finite in the last step are caught at the save."""
+    out = tmp_path / "models" / "tiny-embeddings"
+    cfg = EmbeddingTrainingConfig(
+        base_model=str(tiny_model),
+        epochs=3,
+        batch_size=2,
+        learning_rate=learning_rate,
+        warmup_ratio=0.0,
+        max_steps=max_steps,
+        matryoshka_dims="none",
+    )
+    with pytest.raises(RagdTrainError) as err:
+        train_embeddings(train_file, out, cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    assert ("training diverged: the loss became nan" in message) or (
+        "model.safetensors: tensor" in message and "has non-finite values" in message
+    ), message
+    if max_steps == 1:  # one step: its loss was finite, the weights it left are not
+        assert "has non-finite values" in message
+    assert not out.exists() and not list(out.parent.iterdir())

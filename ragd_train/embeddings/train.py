@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, record_lines, write_json
 from ragd_train.metadata import base_metadata, hash_inputs, run_stats
+from ragd_train.records import Screen
 from ragd_train.settings import SEED_DEFAULT, EmbeddingsSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 from ragd_train.training import TrainingBudget, plan_message, plan_training, trainer_arguments
@@ -84,7 +85,10 @@ def _number(value: Any, path: str | Path, line: int, field: str) -> float:
 def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
     """(anchor, first, second, label) rows for MarginMSE from each record's ``teacher_pair``."""
     rows = []
+    screen = Screen(path)
     for line, record in zip(record_lines(path), records, strict=False):
+        if not screen.usable(record):
+            continue
         pair = record.get("teacher_pair")
         if not isinstance(pair, dict):
             raise InputError(
@@ -94,6 +98,7 @@ def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[s
         second = _text(pair.get("second"), path, line, "teacher_pair.second")
         margin = _number(pair.get("margin"), path, line, "teacher_pair.margin")
         rows.append({"anchor": str(record["query"]), "first": first, "second": second, "label": margin})
+    screen.report(len(rows))
     return rows
 
 
@@ -102,7 +107,10 @@ def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[d
     each record's ``teacher_list``; every record must hold the same number of candidates."""
     rows: list[dict[str, Any]] = []
     size = 0
+    screen = Screen(path)
     for line, record in zip(record_lines(path), records, strict=False):
+        if not screen.usable(record):
+            continue
         item = record.get("teacher_list")
         cands = item.get("candidates") if isinstance(item, dict) else None
         if not isinstance(cands, list) or len(cands) < 2:
@@ -129,6 +137,7 @@ def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[d
             for k, c in enumerate(cands)
         ]
         rows.append(row)
+    screen.report(len(rows))
     return rows
 
 
@@ -160,16 +169,23 @@ def load_training_examples(
         hard_negatives = 0
     rng = random.Random(seed)
     rows: list[dict[str, str]] = []
+    screen = Screen(path)  # empty queries and negatives equal to their positive: dropped, counted
     for index, record in enumerate(records):
+        if not screen.usable(record):
+            continue
         row = {"anchor": str(record["query"]), "positive": str(record["positive"])}
-        texts = [n["text"] if isinstance(n, dict) else n for n in record.get("negatives") or []][
-            :hard_negatives
-        ]
+        mined = [n["text"] if isinstance(n, dict) else n for n in record.get("negatives") or []]
+        texts = screen.negatives(mined, row["positive"])[:hard_negatives]
         doc = str(record.get("source_document", index + 1))
         if len(texts) < hard_negatives:
-            eligible = list(dict.fromkeys(t for d, t in pool if d != doc and t not in texts))
+            eligible = list(
+                dict.fromkeys(
+                    t for d, t in pool if d != doc and t not in texts and t.strip() != row["positive"].strip()
+                )
+            )
             texts += rng.sample(eligible, min(hard_negatives - len(texts), len(eligible)))
         rows.append({**row, **{f"negative_{k}": t for k, t in enumerate(texts, start=1)}})
+    screen.report(len(rows))
     fewest = min((sum(key.startswith("negative_") for key in r) for r in rows), default=0)
     if fewest < hard_negatives:
         log.warning(

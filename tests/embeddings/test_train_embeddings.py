@@ -498,3 +498,37 @@ def test_a_diverged_training_is_an_error_and_leaves_no_model(
     if max_steps == 1:  # one step: its loss was finite, the weights it left are not
         assert "has non-finite values" in message
     assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_empty_queries_and_negatives_equal_to_the_positive_are_dropped_alike_by_both_trainers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`embeddings --data` trained on a negative equal to its positive and on empty queries;
+    the reranker dropped such negatives only. One policy now (ragd_train/records.py, #28 item 9)."""
+    from ragd_train.reranker.train import load_reranker_examples
+
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(
+        path,
+        [
+            {"query": "  ", "positive": "p0", "negatives": ["x"], "source_document": "a"},
+            {"query": "q1", "positive": "p1", "negatives": ["p1", "n1"], "source_document": "b"},
+            {"query": "q2", "positive": "p2", "negatives": ["n2"], "source_document": "c"},
+            {"query": "q3", "positive": "", "negatives": ["n3"], "source_document": "d"},
+        ],
+    )
+    summary = (
+        f"{path}: dropped 1 negatives equal to their positive, 1 records with an empty positive, "
+        "1 records with an empty query; trained on 2 records"
+    )
+    rows = load_training_examples(path, 1, 1)
+    assert [(r["anchor"], r["negative_1"]) for r in rows] == [("q1", "n1"), ("q2", "n2")]
+    assert summary in caplog.text
+    caplog.clear()
+    reranker_rows = load_reranker_examples(path, 1, 1)
+    assert [(r["query"], r["negatives"]) for r in reranker_rows] == [("q1", ["n1"]), ("q2", ["n2"])]
+    assert summary in caplog.text
+    path.write_text('{"query": "", "positive": "p"}\n')
+    for load in (load_training_examples, load_reranker_examples):
+        with pytest.raises(InputError, match=r"no usable training records \(1 records with an empty query\)"):
+            load(path, 1, 1)

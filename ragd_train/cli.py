@@ -178,18 +178,53 @@ def _flag_overrides(command: str, flags: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: list[str]) -> None:
+def _keep_configfiles(opts: dict[str, Any]) -> None:
+    """A config file that is not a regular file (``--configfile <(...)``, a pipe) can be read only
+    once, and both this check and Snakemake read it: it is read here, once, and kept in the
+    workspace (``.ragd-train/configfile-<sha>.yaml``) for both."""
+    import hashlib
+    import os
+    import stat
+
+    from ragd_train.errors import InputError
+    from ragd_train.jsonl_io import atomic_open
+
+    kept = []
+    for name in opts["configfiles"]:
+        try:
+            regular = stat.S_ISREG(os.stat(name).st_mode)
+            data = b"" if regular else Path(name).read_bytes()
+        except OSError as exc:
+            raise InputError(f"config file cannot be read ({exc.strerror})", path=name) from None
+        if regular:
+            kept.append(name)
+            continue
+        workspace = _workspace(opts["workspace"])
+        path = workspace / ".ragd-train" / f"configfile-{hashlib.sha256(data).hexdigest()[:12]}.yaml"
+        with atomic_open(path, "wb") as handle:
+            handle.write(data)
+        kept.append(str(path))
+    opts["configfiles"] = tuple(kept)
+
+
+def _check_overrides(
+    opts: dict[str, Any], overrides: dict[str, Any], targets: list[str], corpus: str | None = None
+) -> None:
     """Validate the config files and the flags' values before Snakemake reads them (a YAML error
-    names its file and line; a bad value names the flag). For an embeddings target the base model
-    and Matryoshka dims are checked too, so a dry run reports what the real run would refuse."""
+    names its file and line; a bad value names the flag; an unknown ``corpus`` lists the known
+    ones). For an embeddings target the base model and Matryoshka dims are checked too, so a dry
+    run reports what the real run would refuse."""
     from ragd_train.config import default_config_path, has_path, load_config
     from ragd_train.errors import InputError
     from ragd_train.runner import check_embedding_config
 
+    _keep_configfiles(opts)
     if not default_config_path().exists():
         return  # not a workflow checkout: Snakemake reports it
     try:
         config = load_config(opts["configfiles"], overrides or None, quiet=True)
+        if corpus is not None and corpus not in config.get("corpora", {}):
+            raise RagdTrainError(unknown_corpus(corpus, config))
         if any("-embeddings" in target for target in targets):
             check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:
@@ -200,10 +235,17 @@ def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: l
         raise click.UsageError(f"{flag}: {exc.reason}") from None
 
 
-def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) -> Path:
+def unknown_corpus(corpus: str, config: dict[str, Any]) -> str:
+    known = ", ".join(sorted(config.get("corpora", {}))) or "none"
+    return f"unknown corpus '{corpus}' (known: {known})"
+
+
+def _run(
+    targets: list[str], opts: dict[str, Any], overrides: dict[str, Any], corpus: str | None = None
+) -> Path:
     from ragd_train.runner import ragd_home, run_targets
 
-    _check_overrides(opts, overrides, targets)
+    _check_overrides(opts, overrides, targets, corpus)
     workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
     run_targets(
         targets,
@@ -308,7 +350,10 @@ def generate_data(
         check_output_path(output)  # refused before the workflow runs, not after
     overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("generate-data", flags))
     workspace = _run(
-        [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"], opts, overrides
+        [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"],
+        opts,
+        overrides,
+        corpus,
     )
     if output and not opts["dry_run"]:
         from ragd_train.jsonl_io import read_jsonl, write_jsonl
@@ -357,7 +402,7 @@ def _train_model(
         raise click.BadParameter(f"{output} already exists; choose a new directory", param_hint="--output")
     if data is None:
         target = f"models/{corpus[0]}-{kind}"
-        workspace = _run([target], opts, _merge(_corpus_overrides(*corpus), overrides))
+        workspace = _run([target], opts, _merge(_corpus_overrides(*corpus), overrides), corpus[0])
         if opts["dry_run"]:
             return
         built = workspace / target
@@ -467,7 +512,7 @@ def llm(
     opts, flags = _split(options)
     overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("llm", flags))
     target = f"models/{corpus}-llm"
-    workspace = _run([target], opts, overrides)
+    workspace = _run([target], opts, overrides, corpus)
     if opts["dry_run"]:
         return
     from ragd_train.ragd.hints import ragd_llm_hint
@@ -526,7 +571,7 @@ def evaluate_cmd(
     )
     if workflow_target:
         overrides = _flag_overrides("evaluate", {"require_improvement": require_improvement})
-        _run([f"reports/{name}.json"], {**opts, "workspace": ws}, overrides)
+        _run([f"reports/{name}.json"], {**opts, "workspace": ws}, overrides, name.rsplit("-", 1)[0])
         if opts["dry_run"]:
             return
         report = read_report(ws / "reports" / f"{name}.json")
@@ -810,7 +855,7 @@ def snapshot(
 
     config = load_config(configfiles, _corpus_overrides(corpus, source, path) or None)
     if corpus not in config["corpora"]:
-        raise RagdTrainError(f"unknown corpus '{corpus}'; known: {', '.join(sorted(config['corpora']))}")
+        raise RagdTrainError(unknown_corpus(corpus, config))
     ws = (workspace or ragd_home()).expanduser().resolve()
     ws.mkdir(parents=True, exist_ok=True)
     cfg = resolve_corpus(config["corpora"][corpus], [workflow_dir()])

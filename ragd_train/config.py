@@ -207,7 +207,7 @@ def load_config(
     files = [default_config_path(), *[Path(f) for f in extra_files]]
     config: dict[str, Any] = {}
     for file in files:
-        config = deep_merge(config, read_yaml_mapping(file))
+        config = deep_merge(config, read_yaml_mapping(file, empty_ok=False))
     if overrides:
         config = deep_merge(config, overrides)
     return validate_config(config, files, overrides, quiet)

@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 from functools import lru_cache
@@ -29,8 +30,29 @@ validate(config, "../config/schema.yaml")
 CORPORA = sorted(config["corpora"])
 
 
+# Corpus names are literal strings (a corpus 'v1.2' must not match 'v1x2').
 wildcard_constraints:
-    corpus="|".join(CORPORA),
+    corpus="|".join(re.escape(c) for c in CORPORA),
+
+
+# A target of a corpus the config does not declare: one line naming it and the known ones,
+# instead of Snakemake's "No rule to produce" (rule unknown_corpus in the Snakefile).
+KNOWN_CORPORA = "|".join(re.escape(c) for c in CORPORA)
+UNKNOWN_CORPUS_TARGET = (
+    rf"snapshots/(?!(?:{KNOWN_CORPORA})\.jsonl$)[^/]+\.jsonl"
+    rf"|training_data/(?!(?:{KNOWN_CORPORA})/)[^/]+/[^/]+"
+    rf"|(?:models|reports)/(?!(?:{KNOWN_CORPORA})-)[^/-]+-[^/]+"
+)
+
+
+def refuse_unknown_corpus(wildcards):
+    folder, rest = wildcards.target.split("/", 1)
+    name = (
+        rest.removesuffix(".jsonl")
+        if folder == "snapshots"
+        else re.split(r"[/-]", rest)[0]
+    )
+    sys.exit(f"Error: unknown corpus '{name}' (known: {', '.join(CORPORA)})")
 
 
 def all_targets():

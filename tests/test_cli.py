@@ -423,7 +423,7 @@ def test_snapshot_command_and_config_errors(
     )
     unknown = ragd("snapshot", "--corpus", "nope", "--workspace", ws)
     assert unknown.exit_code == 1
-    assert unknown.stderr == "Error: unknown corpus 'nope'; known: demo\n"
+    assert unknown.stderr == "Error: unknown corpus 'nope' (known: demo)\n"
 
 
 # ---------------------------------------------------------------- what Snakemake receives
@@ -635,3 +635,73 @@ def test_a_yaml_syntax_error_names_its_file_and_line(tmp_path: Path, targets: Ca
     result = ragd("generate-data", "--configfile", bad, "--workspace", tmp_path / "ws")
     assert result.exit_code == 1 and f"{bad}:3: invalid YAML" in result.output, result.output
     assert not targets
+
+
+# ---------------------------------------------------------------- #28 item 11: names and config files
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate-data", "--corpus", "nope"],
+        ["embeddings", "--corpus", "nope"],
+        ["reranker", "--corpus", "nope"],
+        ["llm", "--corpus", "nope"],
+        ["evaluate", "--model", "nope-embeddings"],
+    ],
+)
+def test_an_unknown_corpus_lists_the_known_ones_before_snakemake_runs(
+    tmp_path: Path, targets: Captured, args: list[str]
+) -> None:
+    """It was Snakemake's "No rule to produce training_data/nope/train.jsonl"."""
+    result = CliRunner().invoke(main, ["train", *args, "--workspace", str(tmp_path), "-n"])
+    assert result.exit_code == 1 and result.output == "Error: unknown corpus 'nope' (known: demo)\n"
+    assert targets == []
+
+
+def test_an_empty_configfile_is_named_as_such(tmp_path: Path, targets: Captured) -> None:
+    empty = tmp_path / "mine.yaml"
+    empty.write_text("# nothing yet\n")
+    result = CliRunner().invoke(main, ["train", "generate-data", "--configfile", str(empty), "-n"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {empty}: config file is empty (it must hold a mapping of settings)\n"
+    assert targets == []
+
+
+def test_a_configfile_that_is_a_pipe_is_read_once_and_kept_for_snakemake(
+    tmp_path: Path, targets: Captured
+) -> None:
+    """`--configfile <(...)`: the check read the pipe, and Snakemake then found it empty."""
+    import os
+
+    read, write = os.pipe()
+    os.write(write, b"generate:\n  queries_per_chunk: 3\n")
+    os.close(write)
+    try:
+        args = ["train", "generate-data", "--configfile", f"/dev/fd/{read}", "--workspace", str(tmp_path)]
+        result = CliRunner().invoke(main, [*args, "-n"])
+    finally:
+        os.close(read)
+    assert result.exit_code == 0, result.output
+    (kept,) = targets.only[2]["configfiles"]
+    assert Path(kept).parent == tmp_path.resolve() / ".ragd-train"
+    assert yaml.safe_load(Path(kept).read_text()) == {"generate": {"queries_per_chunk": 3}}
+
+
+def test_a_bad_llm_base_url_in_ragds_config_is_reported_as_ragds_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was reported against ollama.host, a setting the user never wrote."""
+    from ragd_train.config import load_config
+    from ragd_train.errors import InputError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ragd_config = tmp_path / ".ragd" / "config.yaml"
+    ragd_config.parent.mkdir()
+    ragd_config.write_text("llm:\n  model: llama3.2:3b\n  base_url: localhost 11434\n")
+    with pytest.raises(InputError) as info:
+        load_config()
+    assert (info.value.path, info.value.line, info.value.field) == (str(ragd_config), 3, "llm.base_url")
+    assert "not an http(s) URL: 'localhost 11434'" in str(info.value)
+    ragd_config.write_text("llm:\n  base_url: http://gpu-box:11434\n")
+    assert load_config()["ollama"]["host"] == "http://gpu-box:11434"

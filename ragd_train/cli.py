@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -23,6 +24,10 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except RagdTrainError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except OSError as exc:  # a read-only workspace, a full disk: one line naming the file
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -58,7 +63,9 @@ def _corpus_overrides(corpus: str, source: str | None, path: str | None) -> dict
     if source or path:
         if not (source and path):
             raise click.UsageError("--source and --path go together")
-        return {"corpora": {corpus: {"source": source, "path": str(Path(path).expanduser().resolve())}}}
+        from ragd_train.errors import resolved
+
+        return {"corpora": {corpus: {"source": source, "path": str(resolved(path, field="--path"))}}}
     return {}
 
 
@@ -225,6 +232,13 @@ def _check_overrides(
         config = load_config(opts["configfiles"], overrides or None, quiet=True)
         if corpus is not None and corpus not in config.get("corpora", {}):
             raise RagdTrainError(unknown_corpus(corpus, config))
+        if corpus is not None:
+            from ragd_train.config import resolve_corpus, workflow_dir
+
+            try:
+                resolve_corpus(config["corpora"][corpus], [workflow_dir()])  # a symlink loop, say
+            except InputError as exc:
+                raise RagdTrainError(f"corpus '{corpus}': {exc}") from None
         if any("-embeddings" in target for target in targets):
             check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:
@@ -243,10 +257,10 @@ def unknown_corpus(corpus: str, config: dict[str, Any]) -> str:
 def _run(
     targets: list[str], opts: dict[str, Any], overrides: dict[str, Any], corpus: str | None = None
 ) -> Path:
-    from ragd_train.runner import ragd_home, run_targets
+    from ragd_train.runner import run_targets
 
     _check_overrides(opts, overrides, targets, corpus)
-    workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
+    workspace = _workspace(opts["workspace"])
     run_targets(
         targets,
         workspace,
@@ -413,7 +427,6 @@ def _train_model(
         return
     from ragd_train.config import load_config
     from ragd_train.progress import setup_logging
-    from ragd_train.runner import ragd_home
 
     _check_overrides(opts, overrides, [])  # a bad flag value names the flag, as in the workflow
     if opts["dry_run"]:
@@ -421,7 +434,7 @@ def _train_model(
         return
     setup_logging()
     config = load_config(opts["configfiles"], overrides or None)
-    out = output or (opts["workspace"] or ragd_home()).expanduser() / "models" / f"{data.stem}-{kind}"
+    out = output or _workspace(opts["workspace"]) / "models" / f"{data.stem}-{kind}"
     fit(data, out, config)
     hint(out, [])
 
@@ -631,9 +644,16 @@ workspace_option = click.option(
 
 
 def _workspace(path: Path | None) -> Path:
+    """The workspace: ``--workspace``, else ``$RAGD_HOME``, else ``~/.ragd``; a one-line error
+    when it is not a folder (a file, a symlink loop)."""
+    from ragd_train.errors import resolved
     from ragd_train.runner import ragd_home
 
-    return (path or ragd_home()).expanduser().resolve()
+    given = "--workspace" if path else "$RAGD_HOME" if os.environ.get("RAGD_HOME") else None
+    workspace = resolved(path or ragd_home(), field=given)
+    if workspace.exists() and not workspace.is_dir():
+        raise RagdTrainError(f"the workspace {workspace}{f' ({given})' if given else ''} is not a folder")
+    return workspace
 
 
 @train.command("unlock")
@@ -764,6 +784,7 @@ def cache_group() -> None:
 @cache_group.command("stats")
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
 def cache_stats_cmd(workspace: Path | None, as_json: bool) -> None:
     """Entries and sizes of the workspace caches."""
     import json
@@ -850,13 +871,12 @@ def snapshot(
     import os
 
     from ragd_train.config import load_config, resolve_corpus, workflow_dir
-    from ragd_train.runner import ragd_home
     from ragd_train.snapshot import sync_snapshot
 
     config = load_config(configfiles, _corpus_overrides(corpus, source, path) or None)
     if corpus not in config["corpora"]:
         raise RagdTrainError(unknown_corpus(corpus, config))
-    ws = (workspace or ragd_home()).expanduser().resolve()
+    ws = _workspace(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     cfg = resolve_corpus(config["corpora"][corpus], [workflow_dir()])
     os.chdir(ws)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ragd_train.errors import InputError
+from ragd_train.errors import resolved as resolved_path
 from ragd_train.yaml_io import read_yaml_mapping
 
 
@@ -91,6 +92,32 @@ def _get_path(mapping: Any, keys: list[str | int]) -> Any:
     return mapping
 
 
+def _check_url(url: Any, path: Path, field: str) -> None:
+    """An http(s) URL with a host, else a one-line error naming ``path``'s line and ``field``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url))
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        ok = False
+    if ok:
+        return
+    keys: list[str | int] = list(field.split("."))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = {}
+    where, line = locate(data, keys, [path]) if has_path(data or {}, keys) else (str(path), None)
+    raise InputError(
+        f"not an http(s) URL: {url!r} (ragd's Ollama server; ragd-train uses it unless ollama.host is set)",
+        path=where,
+        line=line,
+        field=field,
+    )
+
+
 def _non_finite(node: Any, keys: tuple[Any, ...] = ()) -> tuple[list[Any], float] | None:
     """The path and value of the first NaN or infinity in a config, if any."""
     if isinstance(node, float) and not math.isfinite(node):
@@ -139,9 +166,12 @@ def validate_config(
     if error is None:
         _check_cross_fields(config, sources)
         if isinstance(config.get("ollama"), dict):
-            from ragd_train.ragd.config import ollama_settings
+            from ragd_train.ragd.config import ollama_settings, ragd_config_path
 
+            from_ragd = not config["ollama"].get("host")
             config["ollama"] = ollama_settings(config["ollama"])  # one LLM setting: ragd's
+            if from_ragd:  # a bad URL is ragd's setting: named in ragd's file, not as ollama.host
+                _check_url(config["ollama"]["host"], ragd_config_path(), "llm.base_url")
         return config
     keys = list(error.path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -230,5 +260,5 @@ def resolve_corpus(cfg: Mapping[str, Any], base_dirs: Iterable[str | Path]) -> d
                 if (base / path).exists():
                     path = base / path
                     break
-        resolved[key] = str(path.resolve())
+        resolved[key] = str(resolved_path(path, field=key))
     return resolved

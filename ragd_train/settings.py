@@ -98,7 +98,12 @@ class Corpus(Section):
     limit: int = Field(None, ge=1, description="Read only the first N documents.")
 
 
-CorpusName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$")]
+# At most 100 characters: a name becomes part of file names (models/.NAME-reranker.pid...@host.*.tmp)
+# that must stay within the file system's 255.
+CORPUS_NAME_MAX = 100
+CorpusName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$", max_length=CORPUS_NAME_MAX)
+]
 
 # ------------------------------------------------------------------------------ generate-data
 
@@ -776,7 +781,8 @@ def json_schema() -> dict[str, Any]:
     schema = _tidy(_inline(raw, raw.get("$defs", {})))
     corpora = schema["properties"]["corpora"]
     ((pattern, corpus),) = corpora.pop("patternProperties").items()
-    corpora.update(propertyNames={"pattern": pattern}, additionalProperties=corpus)
+    names = {"pattern": pattern, "maxLength": CORPUS_NAME_MAX}
+    corpora.update(propertyNames=names, additionalProperties=corpus)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 

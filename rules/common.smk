@@ -60,12 +60,20 @@ def all_targets():
     return [f"reports/{c}-embeddings.json" for c in CORPORA]
 
 
+def corpus_config(corpus):
+    """The corpus's config with its paths made absolute; a bad path is one line, then exit."""
+    try:
+        return resolve_corpus(
+            config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
+        )
+    except RagdTrainError as exc:
+        sys.exit(f"Error: corpus '{corpus}': {exc}")
+
+
 @lru_cache(maxsize=None)
 def snapshot_digest_of(corpus):
     """The sha256 the corpus's snapshot would have now: its source is read, nothing is written."""
-    source = resolve_corpus(
-        config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
-    )
+    source = corpus_config(corpus)
     try:
         return snapshot_digest(corpus, source)
     except RagdTrainError as exc:
@@ -92,9 +100,7 @@ def snapshot_of(wildcards):
 
 def run_sync_snapshot(corpus, log_path):
     """The sync_snapshot job: write snapshots/<corpus>.jsonl and its manifest from the source."""
-    source = resolve_corpus(
-        config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
-    )
+    source = corpus_config(corpus)
     path, changed = sync_snapshot(corpus, source, "snapshots")
     Path(log_path).write_text(f"{path}: {'updated' if changed else 'unchanged'}\n")
 
@@ -104,7 +110,7 @@ def questions_of(wildcards):
     corpus = config["corpora"][wildcards.corpus]
     if "questions" not in corpus:
         return []
-    return resolve_corpus(corpus, [Path(workflow.main_snakefile).parent])["questions"]
+    return corpus_config(wildcards.corpus)["questions"]
 
 
 # ---------------------------------------------------------------- a failed run changes nothing

@@ -705,3 +705,65 @@ def test_a_bad_llm_base_url_in_ragds_config_is_reported_as_ragds_setting(
     assert "not an http(s) URL: 'localhost 11434'" in str(info.value)
     ragd_config.write_text("llm:\n  base_url: http://gpu-box:11434\n")
     assert load_config()["ollama"]["host"] == "http://gpu-box:11434"
+
+
+# ---------------------------------------------------------------- #28 item 10: one line, not a traceback
+
+
+def test_a_corpus_path_that_is_a_symlink_loop_is_one_line(tmp_path: Path, targets: Captured) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"corpora:\n  x:\n    source: documents\n    path: {loop}\n")
+    ws = ["--workspace", str(tmp_path / "ws")]
+    runner = CliRunner()
+    for args, expected in [
+        (
+            ["generate-data", "--corpus", "x", "--source", "documents", "--path", str(loop), "-n"],
+            f"Error: {loop}: field '--path': is a symlink loop\n",
+        ),
+        (
+            ["generate-data", "--corpus", "x", "--configfile", str(cfg), "-n"],
+            f"Error: corpus 'x': {loop}: field 'path': is a symlink loop\n",
+        ),
+        (
+            ["snapshot", "--corpus", "x", "--configfile", str(cfg)],
+            f"Error: {loop}: field 'path': is a symlink loop\n",
+        ),
+    ]:
+        result = runner.invoke(main, ["train", *args, *ws])
+        assert result.exit_code == 1 and result.output == expected, result.output
+    assert targets == []
+
+
+def test_ragd_home_that_is_a_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, targets: Captured
+) -> None:
+    home = tmp_path / "ragd-home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("RAGD_HOME", str(home))
+    for args in (["list"], ["generate-data", "-n"], ["cache", "stats"], ["unlock"]):
+        result = CliRunner().invoke(main, ["train", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output == f"Error: the workspace {home} ($RAGD_HOME) is not a folder\n", result.output
+    assert home.read_text() == "not a folder"
+
+
+def test_a_file_system_error_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only workspace (or ~/.ragd) made tracebacks: delete, use, training with --data.
+    (Injected: the tests run as root, for whom chmod does not make a folder read-only.)"""
+    import errno
+    import shutil
+
+    model = tmp_path / "ws" / "models" / "m"
+    model.mkdir(parents=True)
+
+    def read_only(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", read_only)
+    result = CliRunner().invoke(main, ["train", "delete", "m", "-y", "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 1 and result.output == f"Error: {model}: Permission denied\n"
+    assert model.is_dir()

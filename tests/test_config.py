@@ -209,7 +209,9 @@ def test_missing_and_non_mapping_files(tmp_path: Path) -> None:
         load_config([tmp_path / "nope.yaml"])
     with pytest.raises(InputError, match="config must be a mapping"):
         load_config([write(tmp_path / "list.yaml", "- a\n- b\n")])
-    assert load_config([write(tmp_path / "empty.yaml", "")])["seed"] == 42
+    # Snakemake refuses an empty config file too; it is named as such (#28 item 11)
+    with pytest.raises(InputError, match="empty.yaml: config file is empty"):
+        load_config([write(tmp_path / "empty.yaml", "")])
 
 
 # ---------------------------------------------------------------- deep_merge
@@ -364,3 +366,15 @@ def test_the_trainer_configs_refuse_non_finite_numbers() -> None:
 
     with pytest.raises(InputError, match="embeddings.learning_rate.*finite number"):
         bind(EmbeddingTrainingConfig, {"embeddings": {"learning_rate": float("inf")}})
+
+
+def test_a_corpus_name_longer_than_file_names_allow_is_refused(tmp_path: Path) -> None:
+    """A corpus name becomes part of file names (models/.NAME-reranker.pid...@host.*.tmp)."""
+    name = "c" + "".join(str(i) for i in range(60))
+    bad = write(tmp_path / "bad.yaml", f"corpora:\n  {name}:\n    source: documents\n    path: .\n")
+    with pytest.raises(InputError) as info:
+        load_config([bad])
+    assert (info.value.path, info.value.line, info.value.field) == (str(bad), 2, f"corpora.{name}")
+    assert "is too long" in str(info.value)
+    ok = write(tmp_path / "ok.yaml", f"corpora:\n  {name[:100]}:\n    source: documents\n    path: .\n")
+    assert name[:100] in load_config([ok])["corpora"]

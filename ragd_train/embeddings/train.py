@@ -273,12 +273,12 @@ def train_embeddings(
     import torch
     from datasets import Dataset
     from sentence_transformers import (
-        SentenceTransformer,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
+    from ragd_train.encoding import open_sentence_transformer
     from ragd_train.hub import resolve_model
 
     start = time.monotonic()
@@ -288,7 +288,7 @@ def train_embeddings(
     inputs = hash_inputs({"training_data": train_path, "snapshot": snapshot_path})  # before training
     records = read_training_records(train_path)
     resolved = resolve_model(cfg.base_model)
-    model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
+    model = open_sentence_transformer(resolved, device=device)  # one-line errors for a bad base
     loss = loss_name(cfg.loss, str(model.device), teacher_kind(records))
     if loss == "margin_mse":
         rows = teacher_rows(records, train_path)

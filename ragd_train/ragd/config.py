@@ -88,39 +88,11 @@ def ollama_settings(ollama: dict[str, Any], path: Path | None = None) -> dict[st
     if ollama.get("host") and ollama.get("model"):
         return ollama
     ragd = read_ragd_settings(path)
-    if not ollama.get("host"):
-        _check_url(ragd["llm.base_url"], path or ragd_config_path(), "llm.base_url")
     return {
         **ollama,
         "host": ollama.get("host") or ragd["llm.base_url"],
         "model": ollama.get("model") or ragd["llm.model"],
     }
-
-
-def _check_url(url: Any, path: Path, field: str) -> None:
-    """An http(s) URL with a host, else a one-line error naming ragd's file, line and key (the
-    value is ragd's setting, not ragd-train's ``ollama.host``)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(str(url))
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        _ = parts.port  # a port that is not a number raises
-    except ValueError:
-        ok = False
-    if not ok:
-        from ragd_train.config import has_path, locate
-
-        data = _read_yaml(path) if path.is_file() else {}
-        keys: list[str | int] = list(field.split("."))
-        where, line = locate(data, keys, [path]) if has_path(data, keys) else (str(path), None)
-        raise InputError(
-            f"not an http(s) URL: {url!r} (ragd's Ollama server; ragd-train uses it unless "
-            "ollama.host is set)",
-            path=where,
-            line=line,
-            field=field,
-        )
 
 
 def set_values(updates: dict[str, Any], path: Path | None = None) -> Path:

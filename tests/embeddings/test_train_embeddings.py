@@ -532,3 +532,30 @@ def test_empty_queries_and_negatives_equal_to_the_positive_are_dropped_alike_by_
     for load in (load_training_examples, load_reranker_examples):
         with pytest.raises(InputError, match=r"no usable training records \(1 records with an empty query\)"):
             load(path, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("empty-weights", "model.safetensors: the weights do not load"),
+        ("corrupt-config", "config.json:1: not valid JSON"),
+        ("empty-config", "config.json:1: not valid JSON"),
+    ],
+)
+def test_a_damaged_base_model_is_one_line(
+    tiny_model: Path, train_file: Path, tmp_path: Path, damage: str, message: str
+) -> None:
+    """A corrupt or empty model.safetensors or config.json in a base model was a traceback (#28 item 10)."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    if damage == "empty-weights":
+        (base / "model.safetensors").write_bytes(b"")
+    else:
+        (base / "config.json").write_text("" if damage == "empty-config" else '{"hidden_size": 32,')
+    cfg = EmbeddingTrainingConfig(base_model=str(base), epochs=1, matryoshka_dims="none")
+    with pytest.raises(RagdTrainError) as err:
+        train_embeddings(train_file, tmp_path / "out", cfg)
+    assert str(err.value).startswith(str(base)) and message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()

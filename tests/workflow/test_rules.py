@@ -46,3 +46,20 @@ def test_corpus_names_are_literal_and_an_unknown_one_is_named(tmp_path: Path) ->
         result = snakemake(ws, *cfgargs(cfg), "-n", "--", target)
         assert result.returncode != 0
         assert f"Error: unknown corpus '{name}' (known: demo, v1.2)" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_corpus_path_that_is_a_symlink_loop_stops_the_workflow_in_one_line(tmp_path: Path) -> None:
+    """It was a RuntimeError traceback from pathlib (#28 item 10)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import cfgargs, snakemake
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"corpora:\n  x:\n    source: documents\n    path: {loop}\n")
+    result = snakemake(tmp_path / "ws", *cfgargs(cfg), "-n", "--", "training_data/x/train.jsonl")
+    assert result.returncode != 0
+    assert f"Error: corpus 'x': {loop}: field 'path': is a symlink loop" in result.stderr
+    assert "Traceback" not in result.stderr and "RuntimeError" not in result.stderr, result.stderr[-2000:]

@@ -49,8 +49,15 @@ def workflow_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(exists=True, dir_okay=False),
             help="Extra config merged over config/config.yaml (repeatable).",
         ),
-        click.option("--cores", type=int, default=None, help="CPU cores for local runs [default: all]."),
-        click.option("--jobs", type=int, default=None, help="Parallel jobs (cluster profiles)."),
+        click.option(
+            "--cores",
+            type=click.IntRange(min=1),
+            default=None,
+            help="CPU cores for local runs [default: all].",
+        ),
+        click.option(
+            "--jobs", type=click.IntRange(min=1), default=None, help="Parallel jobs (cluster profiles)."
+        ),
         click.option("--profile", default=None, help="Snakemake profile: a path, or a name under profiles/."),
         click.option("--dry-run", "-n", is_flag=True, help="Show what would run, run nothing."),
     ]

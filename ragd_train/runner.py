@@ -21,8 +21,9 @@ from ragd_train.jsonl_io import write_json
 
 
 def ragd_home() -> Path:
-    """ragd's data directory: ``$RAGD_HOME`` or ``~/.ragd``."""
-    return Path(os.environ.get("RAGD_HOME", "~/.ragd")).expanduser()
+    """ragd's data directory: ``$RAGD_HOME`` or ``~/.ragd`` (an empty ``$RAGD_HOME`` is unset, not
+    the current directory)."""
+    return Path(os.environ.get("RAGD_HOME") or "~/.ragd").expanduser()
 
 
 def write_overrides(workspace: Path, overrides: dict[str, Any]) -> Path:

@@ -767,3 +767,19 @@ def test_a_file_system_error_is_one_line_naming_the_file(
     result = CliRunner().invoke(main, ["train", "delete", "m", "-y", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 1 and result.output == f"Error: {model}: Permission denied\n"
     assert model.is_dir()
+
+
+def test_an_empty_ragd_home_is_unset_and_cores_and_jobs_are_positive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, targets: Captured
+) -> None:
+    """An empty $RAGD_HOME made the current directory the workspace; --cores 0 silently meant all
+    cores, --cores -1 reached Snakemake (found trying bad inputs for #28)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAGD_HOME", "")
+    monkeypatch.chdir(tmp_path)
+    assert runner.ragd_home() == tmp_path / ".ragd"
+    for flag in ("--cores", "--jobs"):
+        for value in ("0", "-1"):
+            result = CliRunner().invoke(main, ["train", "generate-data", flag, value, "-n"])
+            assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output
+    assert targets == []

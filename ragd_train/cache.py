@@ -297,12 +297,11 @@ def cache_stats(root: str | Path) -> dict[str, Any]:
 
 def live_hashes(snapshots: Iterable[str | Path]) -> set[str]:
     """Content hashes of every chunk in the given snapshot files."""
+    from ragd_train.jsonl_io import read_jsonl
+
     live: set[str] = set()
-    for snap in snapshots:
-        with open(snap, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    live.add(json.loads(line)["content_hash"])
+    for snap in snapshots:  # a damaged snapshot is one line naming its file, line and field
+        live.update(str(r["content_hash"]) for r in read_jsonl(snap, required=("content_hash",)))
     return live
 
 

@@ -243,9 +243,13 @@ def _check_overrides(
             from ragd_train.config import resolve_corpus, workflow_dir
 
             try:
-                resolve_corpus(config["corpora"][corpus], [workflow_dir()])  # a symlink loop, say
+                source = resolve_corpus(config["corpora"][corpus], [workflow_dir()])  # a symlink loop
             except InputError as exc:
                 raise RagdTrainError(f"corpus '{corpus}': {exc}") from None
+            if not Path(source["path"]).exists():
+                raise RagdTrainError(
+                    f"corpus '{corpus}': {source['path']}: field 'path': path does not exist"
+                )
         if any("-embeddings" in target for target in targets):
             check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:

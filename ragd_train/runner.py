@@ -129,11 +129,7 @@ def _workspace_lock(workspace: Path, *, shared: bool = False) -> Iterator[Any]:
     import fcntl
 
     path = run_lock_path(workspace)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise RagdTrainError(f"cannot use the workspace {workspace}: {exc.strerror} ({path})") from None
+    handle = _open_lock(workspace, path)
     with handle:
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -148,6 +144,23 @@ def _workspace_lock(workspace: Path, *, shared: bool = False) -> Iterator[Any]:
             handle.write(f"{os.getpid()}\n")
             handle.flush()
         yield handle
+
+
+def _open_lock(workspace: Path, path: Path) -> Any:
+    """The run lock file, opened for update; never through a symlink (its pid is written into
+    it), never anything but a regular file."""
+    import stat
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        reason = "it is a symlink" if path.is_symlink() else exc.strerror
+        raise RagdTrainError(f"cannot use the workspace {workspace}: {path}: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RagdTrainError(f"cannot use the workspace {workspace}: {path} is not a regular file")
+    return os.fdopen(fd, "r+")
 
 
 def _holder(path: Path) -> str:
@@ -176,8 +189,7 @@ def hold_workspace(workspace: Path) -> Any | None:
     if os.environ.get(LOCK_FD_ENV):
         return None
     path = run_lock_path(workspace)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held until the process ends
+    handle = _open_lock(workspace, path)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -92,3 +92,19 @@ def test_a_non_utf8_generation_entry_is_a_miss_and_pruned(
     assert f"cache entry {path} is damaged" in caplog.text
     assert prune(tmp_path, {"live"}) == {"generations": 1, "embeddings": 0}
     assert not path.exists()
+
+
+def test_cache_prune_names_a_damaged_snapshot_in_one_line(tmp_path: Path) -> None:
+    from ragd_train.cli import main
+
+    snapshot = tmp_path / "snapshots" / "demo.jsonl"
+    snapshot.parent.mkdir()
+    for text, reason in [
+        (b'{"content_hash": "a"}\n{bad\n', ":2: malformed JSON"),
+        (b"\xff\xfe\n", ":1: not valid UTF-8"),
+        (b'{"text": "no hash"}\n', ":1: field 'content_hash': missing required field"),
+    ]:
+        snapshot.write_bytes(text)
+        result = CliRunner().invoke(main, ["train", "cache", "prune", "--workspace", str(tmp_path)])
+        assert result.exit_code == 1 and result.output.startswith(f"Error: {snapshot}{reason}"), result.output
+        assert len(result.output.splitlines()) == 1

@@ -783,3 +783,14 @@ def test_an_empty_ragd_home_is_unset_and_cores_and_jobs_are_positive(
             result = CliRunner().invoke(main, ["train", "generate-data", flag, value, "-n"])
             assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output
     assert targets == []
+
+
+def test_a_corpus_path_that_does_not_exist_is_refused_before_snakemake_runs(
+    tmp_path: Path, targets: Captured
+) -> None:
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"corpora:\n  demo:\n    source: documents\n    path: {tmp_path / 'gone'}\n")
+    result = CliRunner().invoke(main, ["train", "generate-data", "--configfile", str(cfg), "-n"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: corpus 'demo': {tmp_path / 'gone'}: field 'path': path does not exist\n"
+    assert targets == []

@@ -103,3 +103,22 @@ def test_unlock_refuses_while_a_run_holds_the_workspace(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_run_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """The lock's holder writes its pid into it: through a link, that overwrote the target."""
+    from click.testing import CliRunner
+
+    from ragd_train.cli import main
+
+    ws = tmp_path / "ws"
+    (ws / ".ragd-train").mkdir(parents=True)
+    precious = tmp_path / "notes.txt"
+    precious.write_text("mine\n")
+    (ws / ".ragd-train" / "run.lock").symlink_to(precious)
+    result = CliRunner().invoke(main, ["train", "unlock", "--workspace", str(ws)])
+    assert result.exit_code == 1
+    assert (
+        result.output == f"Error: cannot use the workspace {ws}: {ws}/.ragd-train/run.lock: it is a symlink\n"
+    )
+    assert precious.read_text() == "mine\n"

@@ -355,6 +355,7 @@ def test_source_and_path_declare_a_corpus(
     assert kwargs["overrides"] == {
         "corpora": {"mine": {"source": "documents", "path": str(tmp_path / "docs")}}  # made absolute
     }
+    (tmp_path / "c.jsonl").touch()  # a corpus path that does not exist is refused (#28)
     ragd("embeddings", "--corpus", "mine", "--source", "jsonl", "--path", "c.jsonl", "--epochs", "1", "-n")
     assert targets[1][0] == ["models/mine-embeddings"]
     assert targets[1][2]["overrides"] == {

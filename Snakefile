@@ -41,6 +41,21 @@ rule sync_snapshot:
         run_sync_snapshot(wildcards.corpus, log[0])
 
 
+# Only reached for a corpus the config does not declare: refused while the DAG is built.
+rule unknown_corpus:
+    input:
+        refuse_unknown_corpus,
+    output:
+        "{target}",
+    log:
+        "logs/unknown_corpus/{target}.log",
+    wildcard_constraints:
+        target=UNKNOWN_CORPUS_TARGET,
+    localrule: True
+    run:
+        pass
+
+
 onstart:
     start_run()
 

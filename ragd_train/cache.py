@@ -52,7 +52,11 @@ class GenerationCache:
         path = self._path(key)
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("cache entry %s is damaged (%s); computing it again", path, _reason(exc))
             self.misses += 1
             return None
         self.hits += 1
@@ -121,42 +125,125 @@ def model_fingerprint(model_path: str | Path, **settings: Any) -> str:
     )[:24]
 
 
-class EmbeddingCache:
-    """Unit vectors by text hash for one model fingerprint, in ``.npz`` shards."""
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
 
-    def __init__(self, root: str | Path, fingerprint: str) -> None:
+
+def _shard_checksum(hashes: np.ndarray, vectors: np.ndarray) -> str:
+    digest = hashlib.sha256("\n".join(str(h) for h in hashes).encode("utf-8"))
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def read_shard(shard: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(hashes, vectors)`` of one shard, checked: a 1-D array of text hashes, a finite 2-D
+    float32 array with one row per hash, and (shards written since it was recorded) the
+    checksum of both. A damaged shard raises ``ValueError`` saying what is wrong."""
+    import zipfile
+
+    try:
+        with np.load(shard, allow_pickle=False) as data:
+            hashes, vectors = data["hashes"], data["vectors"]
+            checksum = str(data["checksum"]) if "checksum" in data.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"unreadable ({_reason(exc)})") from None
+    if hashes.ndim != 1 or hashes.dtype.kind not in "US":
+        raise ValueError("its hashes are not a list of strings")
+    if (
+        vectors.dtype != np.float32
+        or vectors.ndim != 2
+        or vectors.shape[0] != len(hashes)
+        or not vectors.shape[1]
+    ):
+        raise ValueError(
+            f"vectors of shape {vectors.shape} and dtype {vectors.dtype} for {len(hashes)} texts"
+        )
+    if checksum is not None and checksum != _shard_checksum(hashes, vectors):
+        raise ValueError("checksum mismatch")
+    if not np.isfinite(vectors).all():
+        raise ValueError("non-finite vectors")
+    return hashes, vectors
+
+
+class EmbeddingCache:
+    """Unit vectors by text hash for one model fingerprint, in ``.npz`` shards.
+
+    A damaged shard (unreadable, truncated, wrong dtype or shape, checksum mismatch) is reported
+    in one line, removed and its vectors computed again; so are vectors whose dimension is not
+    the model's (``dim``, as its config files say; else what it encodes now, else what most
+    cached vectors have).
+    """
+
+    def __init__(self, root: str | Path, fingerprint: str, dim: int | None = None) -> None:
         self.dir = Path(root) / "embeddings" / fingerprint
         self._vectors: dict[str, np.ndarray] | None = None
+        self._dim = dim
         self.hits = 0
         self.misses = 0
 
-    def _load(self) -> dict[str, np.ndarray]:
+    def _load(self, repair: bool = False) -> dict[str, np.ndarray]:
+        """The cached vectors; a damaged shard is skipped with one line (and, when ``repair``, as
+        when encoding, removed: its vectors are recomputed into a new shard)."""
         if self._vectors is None:
             self._vectors = {}
             for shard in sorted(self.dir.glob("*.npz")):
                 try:
-                    with np.load(shard) as data:
-                        for h, v in zip(data["hashes"], data["vectors"], strict=True):
-                            self._vectors[str(h)] = v
-                except (OSError, ValueError, KeyError):
-                    continue  # an unreadable shard is only a cache miss
+                    hashes, vectors = read_shard(shard)
+                except ValueError as exc:
+                    done = "removed, recomputing" if repair else "skipped"
+                    log.warning("embedding cache shard %s is damaged (%s); %s", shard, exc, done)
+                    if repair:
+                        shard.unlink(missing_ok=True)
+                    continue
+                for h, v in zip(hashes, vectors, strict=True):
+                    self._vectors[str(h)] = v
         return self._vectors
 
     def encode(self, texts: list[str], encode_fn: Any) -> np.ndarray:
         """Vectors for ``texts``; only texts never seen with this model go through ``encode_fn``."""
-        store = self._load()
+        store = self._load(repair=True)
         hashes = [text_hash(t) for t in texts]
-        todo = sorted({h: i for i, h in enumerate(hashes) if h not in store}.items(), key=lambda kv: kv[1])
-        self.misses += len(todo)
-        self.hits += len(texts) - len(todo)
-        if todo:
-            new = np.asarray(encode_fn([texts[i] for _, i in todo]), dtype=np.float32)
-            for (h, _), vec in zip(todo, new, strict=True):
-                store[h] = vec
-            self._write_shard([h for h, _ in todo], new)
+        if self._dim is None and store:
+            from collections import Counter
+
+            self._dim = Counter(v.shape[0] for v in store.values()).most_common(1)[0][0]
+        fresh = self._fill(texts, hashes, encode_fn)
+        if fresh is not None and fresh != self._dim:  # what the model encodes now is the truth
+            self._dim = fresh
+            self._fill(texts, hashes, encode_fn, count=False)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([store[h] for h in hashes])
+
+    def _fill(self, texts: list[str], hashes: list[str], encode_fn: Any, count: bool = True) -> int | None:
+        """Encode (and store in a new shard) every text not cached, or cached with a vector of
+        the wrong dimension; return the dimension of what was encoded (None: nothing)."""
+        store = self._load()
+        wrong = {h for h in hashes if h in store and self._dim is not None and store[h].shape != (self._dim,)}
+        if wrong:
+            log.warning(
+                "embedding cache %s: %d vectors are not of the model's dimension %s (a damaged "
+                "shard); recomputing them",
+                self.dir,
+                len(wrong),
+                self._dim,
+            )
+            for h in wrong:
+                del store[h]
+        todo = sorted({h: i for i, h in enumerate(hashes) if h not in store}.items(), key=lambda kv: kv[1])
+        if count:
+            self.misses += len(todo)
+            self.hits += len(texts) - len(todo)
+        else:
+            self.misses += len(todo)
+            self.hits -= len(todo)
+        if not todo:
+            return None
+        new = np.asarray(encode_fn([texts[i] for _, i in todo]), dtype=np.float32)
+        for (h, _), vec in zip(todo, new, strict=True):
+            store[h] = vec
+        self._write_shard([h for h, _ in todo], new)
+        return int(new.shape[1]) if new.ndim == 2 else None
 
     def _write_shard(self, hashes: list[str], vectors: np.ndarray) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +251,10 @@ class EmbeddingCache:
         os.close(fd)
         try:
             with open(tmp, "wb") as handle:
-                np.savez(handle, hashes=np.asarray(hashes), vectors=vectors)
+                names, vectors = np.asarray(hashes), np.asarray(vectors, dtype=np.float32)
+                np.savez(handle, hashes=names, vectors=vectors, checksum=_shard_checksum(names, vectors))
+                handle.flush()
+                os.fsync(handle.fileno())
             final = self.dir / f"{cache_key(hashes=hashes)[:20]}.npz"
             from ragd_train.jsonl_io import created_mode
 
@@ -174,6 +264,14 @@ class EmbeddingCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return final
+
+
+def _readable(shard: Path) -> bool:
+    try:
+        read_shard(shard)
+    except ValueError:
+        return False
+    return True
 
 
 def cache_stats(root: str | Path) -> dict[str, Any]:
@@ -186,7 +284,7 @@ def cache_stats(root: str | Path) -> dict[str, Any]:
     emb = root / "embeddings"
     models: dict[str, Any] = {}
     for model_dir in sorted(p for p in emb.iterdir() if p.is_dir()) if emb.is_dir() else []:
-        shards = list(model_dir.glob("*.npz"))
+        shards = [s for s in model_dir.glob("*.npz") if _readable(s)]
         vectors = len(EmbeddingCache(root, model_dir.name)._load())
         models[model_dir.name] = {
             "shards": len(shards),
@@ -199,12 +297,11 @@ def cache_stats(root: str | Path) -> dict[str, Any]:
 
 def live_hashes(snapshots: Iterable[str | Path]) -> set[str]:
     """Content hashes of every chunk in the given snapshot files."""
+    from ragd_train.jsonl_io import read_jsonl
+
     live: set[str] = set()
-    for snap in snapshots:
-        with open(snap, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    live.add(json.loads(line)["content_hash"])
+    for snap in snapshots:  # a damaged snapshot is one line naming its file, line and field
+        live.update(str(r["content_hash"]) for r in read_jsonl(snap, required=("content_hash",)))
     return live
 
 
@@ -219,8 +316,8 @@ def prune(root: str | Path, live: set[str], keep_texts: set[str] | None = None) 
     for entry in gen.rglob("*.json") if gen.is_dir() else []:
         try:
             ref = json.loads(entry.read_text(encoding="utf-8")).get("ref")
-        except (json.JSONDecodeError, AttributeError):
-            ref = None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            ref = None  # a damaged entry is dropped
         if ref not in live:
             entry.unlink(missing_ok=True)
             removed["generations"] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -24,6 +25,10 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except RagdTrainError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:  # a read-only workspace, a full disk: one line naming the file
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -44,8 +49,15 @@ def workflow_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(exists=True, dir_okay=False),
             help="Extra config merged over config/config.yaml (repeatable).",
         ),
-        click.option("--cores", type=int, default=None, help="CPU cores for local runs [default: all]."),
-        click.option("--jobs", type=int, default=None, help="Parallel jobs (cluster profiles)."),
+        click.option(
+            "--cores",
+            type=click.IntRange(min=1),
+            default=None,
+            help="CPU cores for local runs [default: all].",
+        ),
+        click.option(
+            "--jobs", type=click.IntRange(min=1), default=None, help="Parallel jobs (cluster profiles)."
+        ),
         click.option("--profile", default=None, help="Snakemake profile: a path, or a name under profiles/."),
         click.option("--dry-run", "-n", is_flag=True, help="Show what would run, run nothing."),
     ]
@@ -58,7 +70,9 @@ def _corpus_overrides(corpus: str, source: str | None, path: str | None) -> dict
     if source or path:
         if not (source and path):
             raise click.UsageError("--source and --path go together")
-        return {"corpora": {corpus: {"source": source, "path": str(Path(path).expanduser().resolve())}}}
+        from ragd_train.errors import resolved
+
+        return {"corpora": {corpus: {"source": source, "path": str(resolved(path, field="--path"))}}}
     return {}
 
 
@@ -178,18 +192,64 @@ def _flag_overrides(command: str, flags: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: list[str]) -> None:
+def _keep_configfiles(opts: dict[str, Any]) -> None:
+    """A config file that is not a regular file (``--configfile <(...)``, a pipe) can be read only
+    once, and both this check and Snakemake read it: it is read here, once, and kept in the
+    workspace (``.ragd-train/configfile-<sha>.yaml``) for both."""
+    import hashlib
+    import os
+    import stat
+
+    from ragd_train.errors import InputError
+    from ragd_train.jsonl_io import atomic_open
+
+    kept = []
+    for name in opts["configfiles"]:
+        try:
+            regular = stat.S_ISREG(os.stat(name).st_mode)
+            data = b"" if regular else Path(name).read_bytes()
+        except OSError as exc:
+            raise InputError(f"config file cannot be read ({exc.strerror})", path=name) from None
+        if regular:
+            kept.append(name)
+            continue
+        workspace = _workspace(opts["workspace"])
+        path = workspace / ".ragd-train" / f"configfile-{hashlib.sha256(data).hexdigest()[:12]}.yaml"
+        with atomic_open(path, "wb") as handle:
+            handle.write(data)
+        kept.append(str(path))
+    opts["configfiles"] = tuple(kept)
+
+
+def _check_overrides(
+    opts: dict[str, Any], overrides: dict[str, Any], targets: list[str], corpus: str | None = None
+) -> None:
     """Validate the config files and the flags' values before Snakemake reads them (a YAML error
-    names its file and line; a bad value names the flag). For an embeddings target the base model
-    and Matryoshka dims are checked too, so a dry run reports what the real run would refuse."""
+    names its file and line; a bad value names the flag; an unknown ``corpus`` lists the known
+    ones). For an embeddings target the base model and Matryoshka dims are checked too, so a dry
+    run reports what the real run would refuse."""
     from ragd_train.config import default_config_path, has_path, load_config
     from ragd_train.errors import InputError
     from ragd_train.runner import check_embedding_config
 
+    _keep_configfiles(opts)
     if not default_config_path().exists():
         return  # not a workflow checkout: Snakemake reports it
     try:
         config = load_config(opts["configfiles"], overrides or None, quiet=True)
+        if corpus is not None and corpus not in config.get("corpora", {}):
+            raise RagdTrainError(unknown_corpus(corpus, config))
+        if corpus is not None:
+            from ragd_train.config import resolve_corpus, workflow_dir
+
+            try:
+                source = resolve_corpus(config["corpora"][corpus], [workflow_dir()])  # a symlink loop
+            except InputError as exc:
+                raise RagdTrainError(f"corpus '{corpus}': {exc}") from None
+            if not Path(source["path"]).exists():
+                raise RagdTrainError(
+                    f"corpus '{corpus}': {source['path']}: field 'path': path does not exist"
+                )
         if any("-embeddings" in target for target in targets):
             check_embedding_config(config, [str(default_config_path()), *opts["configfiles"]])
     except InputError as exc:
@@ -200,11 +260,18 @@ def _check_overrides(opts: dict[str, Any], overrides: dict[str, Any], targets: l
         raise click.UsageError(f"{flag}: {exc.reason}") from None
 
 
-def _run(targets: list[str], opts: dict[str, Any], overrides: dict[str, Any]) -> Path:
-    from ragd_train.runner import ragd_home, run_targets
+def unknown_corpus(corpus: str, config: dict[str, Any]) -> str:
+    known = ", ".join(sorted(config.get("corpora", {}))) or "none"
+    return f"unknown corpus '{corpus}' (known: {known})"
 
-    _check_overrides(opts, overrides, targets)
-    workspace = (opts["workspace"] or ragd_home()).expanduser().resolve()
+
+def _run(
+    targets: list[str], opts: dict[str, Any], overrides: dict[str, Any], corpus: str | None = None
+) -> Path:
+    from ragd_train.runner import run_targets
+
+    _check_overrides(opts, overrides, targets, corpus)
+    workspace = _workspace(opts["workspace"])
     run_targets(
         targets,
         workspace,
@@ -302,9 +369,16 @@ def generate_data(
 ) -> None:
     """Generate training data (queries, hard negatives, quality filter) from a corpus."""
     opts, flags = _split(options)
+    if output is not None:
+        from ragd_train.jsonl_io import check_output_path
+
+        check_output_path(output)  # refused before the workflow runs, not after
     overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("generate-data", flags))
     workspace = _run(
-        [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"], opts, overrides
+        [f"training_data/{corpus}/train.jsonl", f"training_data/{corpus}/test.jsonl"],
+        opts,
+        overrides,
+        corpus,
     )
     if output and not opts["dry_run"]:
         from ragd_train.jsonl_io import read_jsonl, write_jsonl
@@ -353,7 +427,7 @@ def _train_model(
         raise click.BadParameter(f"{output} already exists; choose a new directory", param_hint="--output")
     if data is None:
         target = f"models/{corpus[0]}-{kind}"
-        workspace = _run([target], opts, _merge(_corpus_overrides(*corpus), overrides))
+        workspace = _run([target], opts, _merge(_corpus_overrides(*corpus), overrides), corpus[0])
         if opts["dry_run"]:
             return
         built = workspace / target
@@ -364,14 +438,14 @@ def _train_model(
         return
     from ragd_train.config import load_config
     from ragd_train.progress import setup_logging
-    from ragd_train.runner import ragd_home
 
+    _check_overrides(opts, overrides, [])  # a bad flag value names the flag, as in the workflow
     if opts["dry_run"]:
         click.echo(f"would train {kind} on {data}")
         return
     setup_logging()
     config = load_config(opts["configfiles"], overrides or None)
-    out = output or (opts["workspace"] or ragd_home()).expanduser() / "models" / f"{data.stem}-{kind}"
+    out = output or _workspace(opts["workspace"]) / "models" / f"{data.stem}-{kind}"
     fit(data, out, config)
     hint(out, [])
 
@@ -462,7 +536,7 @@ def llm(
     opts, flags = _split(options)
     overrides = _merge(_corpus_overrides(corpus, source, path), _flag_overrides("llm", flags))
     target = f"models/{corpus}-llm"
-    workspace = _run([target], opts, overrides)
+    workspace = _run([target], opts, overrides, corpus)
     if opts["dry_run"]:
         return
     from ragd_train.ragd.hints import ragd_llm_hint
@@ -521,7 +595,7 @@ def evaluate_cmd(
     )
     if workflow_target:
         overrides = _flag_overrides("evaluate", {"require_improvement": require_improvement})
-        _run([f"reports/{name}.json"], {**opts, "workspace": ws}, overrides)
+        _run([f"reports/{name}.json"], {**opts, "workspace": ws}, overrides, name.rsplit("-", 1)[0])
         if opts["dry_run"]:
             return
         report = read_report(ws / "reports" / f"{name}.json")
@@ -581,9 +655,16 @@ workspace_option = click.option(
 
 
 def _workspace(path: Path | None) -> Path:
+    """The workspace: ``--workspace``, else ``$RAGD_HOME``, else ``~/.ragd``; a one-line error
+    when it is not a folder (a file, a symlink loop)."""
+    from ragd_train.errors import resolved
     from ragd_train.runner import ragd_home
 
-    return (path or ragd_home()).expanduser().resolve()
+    given = "--workspace" if path else "$RAGD_HOME" if os.environ.get("RAGD_HOME") else None
+    workspace = resolved(path or ragd_home(), field=given)
+    if workspace.exists() and not workspace.is_dir():
+        raise RagdTrainError(f"the workspace {workspace}{f' ({given})' if given else ''} is not a folder")
+    return workspace
 
 
 @train.command("unlock")
@@ -714,6 +795,7 @@ def cache_group() -> None:
 @cache_group.command("stats")
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@friendly_errors
 def cache_stats_cmd(workspace: Path | None, as_json: bool) -> None:
     """Entries and sizes of the workspace caches."""
     import json
@@ -771,6 +853,9 @@ def use_cmd(model: str, workspace: Path | None) -> None:
         raise RagdTrainError(f"no model directory {model} (nor {model_dir})")
     model_dir = model_dir.resolve()
     dimension = require_model_dir(model_dir)
+    from ragd_train.weights import verify_weights
+
+    verify_weights(model_dir)  # never switch ragd to a truncated or diverged model
     before = int(read_ragd_settings()["embedding.dimension"])
     path = set_values({"embedding.model": str(model_dir), "embedding.dimension": dimension})
     click.echo(f"{path}: embedding.model = {model_dir}, embedding.dimension = {dimension}")
@@ -797,13 +882,12 @@ def snapshot(
     import os
 
     from ragd_train.config import load_config, resolve_corpus, workflow_dir
-    from ragd_train.runner import ragd_home
     from ragd_train.snapshot import sync_snapshot
 
     config = load_config(configfiles, _corpus_overrides(corpus, source, path) or None)
     if corpus not in config["corpora"]:
-        raise RagdTrainError(f"unknown corpus '{corpus}'; known: {', '.join(sorted(config['corpora']))}")
-    ws = (workspace or ragd_home()).expanduser().resolve()
+        raise RagdTrainError(unknown_corpus(corpus, config))
+    ws = _workspace(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     cfg = resolve_corpus(config["corpora"][corpus], [workflow_dir()])
     os.chdir(ws)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import yaml
 
 from ragd_train.errors import InputError
+from ragd_train.errors import resolved as resolved_path
 from ragd_train.yaml_io import read_yaml_mapping
 
 
@@ -90,6 +92,44 @@ def _get_path(mapping: Any, keys: list[str | int]) -> Any:
     return mapping
 
 
+def _check_url(url: Any, path: Path, field: str) -> None:
+    """An http(s) URL with a host, else a one-line error naming ``path``'s line and ``field``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url))
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        ok = False
+    if ok:
+        return
+    keys: list[str | int] = list(field.split("."))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = {}
+    where, line = locate(data, keys, [path]) if has_path(data or {}, keys) else (str(path), None)
+    raise InputError(
+        f"not an http(s) URL: {url!r} (ragd's Ollama server; ragd-train uses it unless ollama.host is set)",
+        path=where,
+        line=line,
+        field=field,
+    )
+
+
+def _non_finite(node: Any, keys: tuple[Any, ...] = ()) -> tuple[list[Any], float] | None:
+    """The path and value of the first NaN or infinity in a config, if any."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return list(keys), node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        found = _non_finite(value, (*keys, key))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_config(
     config: dict[str, Any],
     sources: Iterable[str | Path] = (),
@@ -110,15 +150,28 @@ def validate_config(
         new: old.split(".")
         for old, new in migrate(config, lambda keys: locate(config, keys, sources), quiet=quiet).items()
     }
+    bad = _non_finite(config)
+    if bad is not None:  # NaN passes every JSON-schema bound (it compares false); inf trains NaN
+        keys, value = bad
+        field = ".".join(str(k) for k in keys)
+        if overrides and has_path(overrides, keys):
+            raise InputError(
+                f"invalid value: {value} is not a finite number", path="command line", field=field
+            )
+        where, line = locate(config, keys, sources)
+        raise InputError(f"invalid value: {value} is not a finite number", path=where, line=line, field=field)
     schema = yaml.safe_load(schema_path().read_text(encoding="utf-8"))
     validator = _validator()(schema)
     error = next(iter(sorted(validator.iter_errors(config), key=lambda e: list(e.path))), None)
     if error is None:
         _check_cross_fields(config, sources)
         if isinstance(config.get("ollama"), dict):
-            from ragd_train.ragd.config import ollama_settings
+            from ragd_train.ragd.config import ollama_settings, ragd_config_path
 
+            from_ragd = not config["ollama"].get("host")
             config["ollama"] = ollama_settings(config["ollama"])  # one LLM setting: ragd's
+            if from_ragd:  # a bad URL is ragd's setting: named in ragd's file, not as ollama.host
+                _check_url(config["ollama"]["host"], ragd_config_path(), "llm.base_url")
         llm = config.get("llm")
         if isinstance(llm, dict) and not llm.get("base_model"):
             from ragd_train.llm.lora_config import default_base_model
@@ -189,7 +242,7 @@ def load_config(
     files = [default_config_path(), *[Path(f) for f in extra_files]]
     config: dict[str, Any] = {}
     for file in files:
-        config = deep_merge(config, read_yaml_mapping(file))
+        config = deep_merge(config, read_yaml_mapping(file, empty_ok=False))
     if overrides:
         config = deep_merge(config, overrides)
     return validate_config(config, files, overrides, quiet)
@@ -212,5 +265,5 @@ def resolve_corpus(cfg: Mapping[str, Any], base_dirs: Iterable[str | Path]) -> d
                 if (base / path).exists():
                     path = base / path
                     break
-        resolved[key] = str(path.resolve())
+        resolved[key] = str(resolved_path(path, field=key))
     return resolved

@@ -13,11 +13,26 @@ log = logging.getLogger("ragd_train")
 
 def load_encoder(name: str) -> Any:
     """Load a sentence-transformers model from a name resolved offline."""
-    from sentence_transformers import SentenceTransformer
-
     from ragd_train.hub import resolve_model
 
-    return SentenceTransformer(resolve_model(name), trust_remote_code=False)
+    return open_sentence_transformer(resolve_model(name))
+
+
+def open_sentence_transformer(path: str, device: str | None = None) -> Any:
+    """A sentence-transformers model from a resolved path (never remote code): its files are
+    checked first (``weights.check_model_dir``), and a model that still does not load is a
+    one-line error naming it rather than a library traceback."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragd_train.errors import RagdTrainError
+    from ragd_train.weights import check_model_dir
+
+    check_model_dir(path)
+    try:
+        return SentenceTransformer(path, device=device, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RagdTrainError(f"{path}: cannot load the model ({reason})") from None
 
 
 class CachedEncoder:
@@ -45,7 +60,13 @@ class CachedEncoder:
         self._model: Any = None
         settings = {"normalize": True} | ({"precision": self.precision} if self.precision != "fp32" else {})
         fingerprint = model_fingerprint(self.path, **settings)
-        self.cache = EmbeddingCache(cache_root, fingerprint) if cache_root is not None else None
+        if cache_root is None:
+            self.cache = None
+        else:
+            from ragd_train.runner import embedding_dimension
+
+            dim = embedding_dimension(Path(self.path)) if Path(self.path).is_dir() else None
+            self.cache = EmbeddingCache(cache_root, fingerprint, dim=dim)
 
     @property
     def model(self) -> Any:

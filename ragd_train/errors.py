@@ -30,3 +30,15 @@ class InputError(RagdTrainError):
         if field is not None:
             where += f": field '{field}'"
         super().__init__(f"{where}: {message}")
+
+
+def resolved(path: str | Path, field: str | None = None) -> Path:
+    """``path`` made absolute with its links followed; a symlink loop (or a name too long for
+    the file system) is a one-line :class:`InputError` naming it and ``field``."""
+    path = Path(path).expanduser()
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        raise InputError("is a symlink loop", path=path, field=field) from None
+    except OSError as exc:
+        raise InputError(f"cannot be used ({exc.strerror})", path=path, field=field) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,20 +23,91 @@ def created_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-@contextmanager
-def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file next to ``path``; rename it over ``path`` only on success."""
+_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_output_path(path: str | Path) -> None:
+    """Outputs are written only to a regular file or a new path: anything else (a symlink, a
+    named pipe, a device, a folder) is refused with one line naming it, before any work."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        for parent in path.parents:
+            if os.path.lexists(parent):
+                if not parent.is_dir():
+                    raise InputError(f"cannot be written: {parent} is not a folder", path=path) from None
+                break
+        return
+    except OSError as exc:
+        raise InputError(f"cannot be written ({exc.strerror})", path=path) from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise InputError(f"is {kind}; outputs are written only to a regular file or a new path", path=path)
+
+
+def _write_error(path: Path, exc: OSError) -> InputError:
+    return InputError(f"cannot be written ({exc.strerror or exc})", path=path)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Put ``tmp`` at ``path`` only if nothing is there (a hard link is atomic; where the file
+    system has none, check and rename)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, replace: bool = True) -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; rename it over ``path`` only on success.
+
+    ``path`` must be a regular file or a new path (``check_output_path``); with
+    ``replace=False`` it must stay new. A failure of the write itself (a full disk, a read-only
+    folder) is one line naming ``path``, and leaves ``path`` as it was.
+    """
+    path = Path(path)
+    check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, created_mode())
-        os.replace(tmp, path)
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+        check_output_path(path)  # it may have become a link meanwhile
+        try:
+            os.chmod(tmp, created_mode())
+            if replace:
+                os.replace(tmp, path)
+            else:
+                _link_new(tmp, path)
+        except FileExistsError:
+            raise InputError("already exists", path=path) from None
+        except OSError as exc:
+            raise _write_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import InputError, RagdTrainError
-from ragd_train.jsonl_io import created_mode, read_json_object
+from ragd_train.jsonl_io import atomic_open, check_output_path, created_mode, read_json_object
 from ragd_train.metadata import (
     METADATA_FILE,
     TrainingMetadata,
@@ -140,16 +140,26 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         raise RagdTrainError(
             f"{links[0]}: symlinks in a model directory are not exported; replace it by a file"
         )
+    from ragd_train.weights import verify_weights
+
+    verify_weights(src)  # a model with unloadable or non-finite weights is not exported
+    inside = dest.resolve()
+    if inside == src.resolve() or src.resolve() in inside.parents:
+        raise RagdTrainError(f"{dest} is inside the model's own folder {src}: export it elsewhere")
     if fmt == "ollama":
         from ragd_train.llm.export import export_ollama
 
         return export_ollama(src, dest)
     if fmt == "hf":
-        if dest.exists():
+        if os.path.lexists(dest):
             raise RagdTrainError(f"{dest} already exists")
         import tempfile
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        check_output_path(dest)  # its folder must be a folder
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RagdTrainError(f"{dest}: cannot be written ({exc.strerror})") from None
         # a fresh staging name: never a folder of the user's that happens to be called .NAME.tmp
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)) / "m"
         try:
@@ -168,26 +178,16 @@ def export_model(workspace: Path, name: str, dest: Path, fmt: str = "tar") -> Pa
         report = workspace / "reports" / f"{name}{suffix}"
         if report.exists():
             files.append((report, f"{name}/report/{report.name}"))
-    if dest.exists():
+    if os.path.lexists(dest):
         raise RagdTrainError(f"{dest} already exists: delete it or export --to another name")
     manifest = json.dumps(_manifest(files), indent=2).encode()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
+    import io
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    with tarfile.open(tmp, "w:gz") as tar:
+    # atomic, a regular file or a new path only, never over one that appeared meanwhile
+    with atomic_open(dest, "wb", replace=False) as handle, tarfile.open(fileobj=handle, mode="w:gz") as tar:
         for path, arcname in files:
             tar.add(path, arcname=arcname, recursive=False)
         info = tarfile.TarInfo(f"{name}/MANIFEST.json")
         info.size = len(manifest)
-        import io
-
         tar.addfile(info, io.BytesIO(manifest))
-    os.chmod(tmp, created_mode())
-    if dest.exists():  # appeared while the archive was written
-        tmp.unlink()
-        raise RagdTrainError(f"{dest} already exists: delete it or export --to another name")
-    tmp.rename(dest)
     return dest

@@ -58,18 +58,34 @@ def gpu_peak_memory_mb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
+def hash_inputs(inputs: dict[str, str | Path | None]) -> dict[str, dict[str, str]]:
+    """``{name: {path, sha256}}`` of a model's input files. Taken before training starts, so an
+    input deleted or changed while the model trains neither fails the run nor is misrecorded."""
+    hashed = {}
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        try:
+            hashed[name] = {"path": str(path), "sha256": sha256_file(path)}
+        except OSError as exc:
+            raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
+    return hashed
+
+
 def base_metadata(
-    kind: str, inputs: dict[str, str | Path | None], config: dict[str, Any], seed: int
+    kind: str,
+    inputs: dict[str, str | Path | None] | dict[str, dict[str, str]],
+    config: dict[str, Any],
+    seed: int,
 ) -> dict[str, Any]:
-    """Fields every model directory's metadata carries."""
+    """Fields every model directory's metadata carries; ``inputs`` as ``hash_inputs`` made them
+    before training (or paths, hashed now)."""
+    hashed = {name: v for name, v in inputs.items() if isinstance(v, dict)}
+    paths = {name: v for name, v in inputs.items() if not isinstance(v, dict)}
     return {
         "kind": kind,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {
-            name: {"path": str(path), "sha256": sha256_file(path)}
-            for name, path in inputs.items()
-            if path is not None
-        },
+        "inputs": {**hash_inputs(paths), **hashed},  # type: ignore[arg-type]
         "config": config,
         "seed": seed,
         "versions": package_versions(),

@@ -21,8 +21,9 @@ from ragd_train.jsonl_io import write_json
 
 
 def ragd_home() -> Path:
-    """ragd's data directory: ``$RAGD_HOME`` or ``~/.ragd``."""
-    return Path(os.environ.get("RAGD_HOME", "~/.ragd")).expanduser()
+    """ragd's data directory: ``$RAGD_HOME`` or ``~/.ragd`` (an empty ``$RAGD_HOME`` is unset, not
+    the current directory)."""
+    return Path(os.environ.get("RAGD_HOME") or "~/.ragd").expanduser()
 
 
 def write_overrides(workspace: Path, overrides: dict[str, Any]) -> Path:
@@ -89,8 +90,8 @@ def run_targets(targets: Sequence[str], workspace: Path, **kwargs: Any) -> None:
     """
     workspace.mkdir(parents=True, exist_ok=True)
     cmd = snakemake_command(targets, workspace, **kwargs)
-    with _workspace_lock(workspace, shared=bool(kwargs.get("dry_run"))):
-        returncode, locked, interrupted = _run_snakemake(cmd, workspace)
+    with _workspace_lock(workspace, shared=bool(kwargs.get("dry_run"))) as lock:
+        returncode, locked, interrupted = _run_snakemake(cmd, workspace, lock_fd=lock.fileno())
     if returncode == 0:
         return
     if locked:
@@ -109,29 +110,109 @@ def run_targets(targets: Sequence[str], workspace: Path, **kwargs: Any) -> None:
     )
 
 
+# The run lock's file descriptor, inherited by the snakemake a ``ragd train`` run starts: the
+# workflow then knows the workspace is already held (and holds it while it lives).
+LOCK_FD_ENV = "RAGD_TRAIN_RUN_LOCK_FD"
+
+
+def run_lock_path(workspace: Path) -> Path:
+    return workspace / ".ragd-train" / "run.lock"
+
+
 @contextlib.contextmanager
-def _workspace_lock(workspace: Path, *, shared: bool = False) -> Iterator[None]:
+def _workspace_lock(workspace: Path, *, shared: bool = False) -> Iterator[Any]:
     """One ``ragd train`` run at a time per workspace (dry runs may overlap): an flock, taken
     atomically, unlike Snakemake's check-then-write locks, and released by the kernel when the
-    process ends, so it never goes stale."""
+    last process holding it ends, so it never goes stale. The snakemake a run starts inherits
+    the descriptor, so the workspace stays held for as long as snakemake lives, even when this
+    process is killed; ``ragd train unlock`` refuses while it is held."""
     import fcntl
 
-    path = workspace / ".ragd-train" / "run.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    path = run_lock_path(workspace)
+    handle = _open_lock(workspace, path)
+    with handle:
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RagdTrainError(
-                f"the workspace {workspace} is locked by another ragd train run; wait for it to finish"
+                f"the workspace {workspace} is locked by another ragd train run{_holder(path)}; "
+                "wait for it to finish"
             ) from None
-        yield
+        if not shared:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        yield handle
+
+
+def _open_lock(workspace: Path, path: Path) -> Any:
+    """The run lock file, opened for update; never through a symlink (its pid is written into
+    it), never anything but a regular file."""
+    import stat
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        reason = "it is a symlink" if path.is_symlink() else exc.strerror
+        raise RagdTrainError(f"cannot use the workspace {workspace}: {path}: {reason}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RagdTrainError(f"cannot use the workspace {workspace}: {path} is not a regular file")
+    return os.fdopen(fd, "r+")
+
+
+def _holder(path: Path) -> str:
+    """`` (pid N)`` of the run that last took the lock exclusively, when it is still alive."""
+    try:
+        pid = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return ""
+    if pid <= 0:
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass
+    return f" (pid {pid})"
+
+
+def hold_workspace(workspace: Path) -> Any | None:
+    """For a workflow run not started by ``ragd train``: take the run lock for this process's
+    life (so ``ragd train unlock`` and ``ragd train`` runs see it); None when already held by
+    the ``ragd train`` run that started this one. A one-line error when another run holds it."""
+    import fcntl
+
+    if os.environ.get(LOCK_FD_ENV):
+        return None
+    path = run_lock_path(workspace)
+    handle = _open_lock(workspace, path)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RagdTrainError(
+            f"the workspace {workspace} is in use by a ragd train run{_holder(path)}; wait for it to finish"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def unlock_workspace(workspace: Path, configfiles: Sequence[str | Path] = ()) -> None:
-    """``snakemake --unlock`` in ``workspace``: remove the locks a killed run left behind."""
-    cmd = snakemake_command([], workspace, configfiles=configfiles, cores=1, extra=["--unlock"])
-    returncode, _, _ = _run_snakemake(cmd, workspace)
+    """``snakemake --unlock`` in ``workspace``: remove the locks a killed run left behind.
+
+    Refused while any run (a ``ragd train`` run, the snakemake it started, or a plain snakemake
+    run of this workflow) still holds the workspace's run lock: its locks are not stale.
+    """
+    with _workspace_lock(workspace) as lock:
+        cmd = snakemake_command([], workspace, configfiles=configfiles, cores=1, extra=["--unlock"])
+        returncode, _, _ = _run_snakemake(cmd, workspace, lock_fd=lock.fileno())
     if returncode != 0:
         raise RagdTrainError(f"snakemake --unlock failed (exit {returncode}) in {workspace}")
 
@@ -139,18 +220,38 @@ def unlock_workspace(workspace: Path, configfiles: Sequence[str | Path] = ()) ->
 _LOCK_MESSAGES = ("LockException", "Directory cannot be locked")
 
 
-def _run_snakemake(cmd: list[str], workspace: Path) -> tuple[int, bool, bool]:
-    """Run ``cmd`` in a new process group, forwarding Ctrl-C and SIGTERM to it.
+def _run_snakemake(cmd: list[str], workspace: Path, lock_fd: int | None = None) -> tuple[int, bool, bool]:
+    """Run ``cmd`` in a new process group, forwarding Ctrl-C, SIGTERM and SIGHUP to it and
+    waiting for it; if this process dies without forwarding (SIGKILL), Linux sends snakemake
+    SIGINT (its parent-death signal), so it never runs on unattended.
 
     Returns ``(returncode, refused by the lock, interrupted)``.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if lock_fd is not None:
+        env[LOCK_FD_ENV] = str(lock_fd)
     started = time.time()
     with _Forwarder() as forwarder:
-        result = subprocess.run(cmd, cwd=workspace, env=env, check=False, start_new_session=True)
+        result = subprocess.run(
+            cmd,
+            cwd=workspace,
+            env=env,
+            check=False,
+            start_new_session=True,
+            pass_fds=(lock_fd,) if lock_fd is not None else (),
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        )
     returncode = result.returncode
     locked = returncode != 0 and _refused_by_lock(workspace, started)
     return returncode, locked, forwarder.interrupts > 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGINT when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def _refused_by_lock(workspace: Path, since: float) -> bool:
@@ -167,7 +268,8 @@ def _refused_by_lock(workspace: Path, since: float) -> bool:
 
 
 class _Forwarder:
-    """While snakemake runs: Ctrl-C (SIGINT) and SIGTERM of this process go to snakemake's group.
+    """While snakemake runs: Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed) of this
+    process go to snakemake's group, and this process waits for snakemake to end.
 
     The first signal sends SIGINT (snakemake cancels its jobs, whose staging directories are
     removed, and removes its locks); if snakemake is still running after the grace periods, or
@@ -182,7 +284,7 @@ class _Forwarder:
 
     def __enter__(self) -> _Forwarder:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 

@@ -70,7 +70,8 @@ UniqueList = Field(min_length=1, json_schema_extra={"uniqueItems": True})
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN passes every bound (it compares false), and inf trains NaN weights: both refused
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------- corpora
@@ -104,7 +105,12 @@ class Corpus(Section):
     )
 
 
-CorpusName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$")]
+# At most 100 characters: a name becomes part of file names (models/.NAME-reranker.pid...@host.*.tmp)
+# that must stay within the file system's 255.
+CORPUS_NAME_MAX = 100
+CorpusName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.]*$", max_length=CORPUS_NAME_MAX)
+]
 
 # ------------------------------------------------------------------------------ generate-data
 
@@ -674,6 +680,9 @@ class Settings(Section):
         "Seed for every random choice (generation, mining, split, training).",
         RULES,
         flags={"reranker": "seed"},
+        ge=0,
+        le=2**32 - 1,  # what numpy and torch take
+        strict=True,  # 1e23 is not a seed
     )
     corpora: Annotated[dict[CorpusName, Corpus], Field(min_length=1)] = Field(
         description="Corpora by name; each becomes snapshots/{name}.jsonl.",
@@ -893,7 +902,8 @@ def json_schema() -> dict[str, Any]:
     schema = _tidy(_inline(raw, raw.get("$defs", {})))
     corpora = schema["properties"]["corpora"]
     ((pattern, corpus),) = corpora.pop("patternProperties").items()
-    corpora.update(propertyNames={"pattern": pattern}, additionalProperties=corpus)
+    names = {"pattern": pattern, "maxLength": CORPUS_NAME_MAX}
+    corpora.update(propertyNames=names, additionalProperties=corpus)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ragd_train import __version__
 from ragd_train.chunking import chunk_text
-from ragd_train.errors import InputError
+from ragd_train.errors import InputError, resolved
 from ragd_train.jsonl_io import atomic_open, dumps, read_jsonl, write_json
 
 SOURCES = ("ragd", "documents", "jsonl", "beir")
@@ -87,7 +87,7 @@ def _resolve_path(cfg: dict[str, Any]) -> Path:
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = Path.cwd() / path
-    path = path.resolve()
+    path = resolved(path, field="path")
     if not path.exists():
         raise InputError("path does not exist", path=path, field="path")
     return path

@@ -45,15 +45,36 @@ def staged_output(output_dir: str | Path) -> Iterator[Path]:
             try:
                 staging.rename(output_dir)
             except OSError:
-                if not output_dir.exists():
+                if not output_dir.is_dir() or output_dir.is_symlink():
                     raise
-                # Snakemake's lock is check-then-write: two runs started together may both build
-                raise RagdTrainError(
-                    f"{output_dir} was written by another run while this one trained; kept that one"
-                ) from None
+                # Snakemake's lock is check-then-write: two runs started together may both
+                # build. This model finished last: it replaces the other (never both lost).
+                _replace(output_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _replace(output_dir: Path, staging: Path) -> None:
+    """Put ``staging`` in place of the model another run wrote meanwhile. The other model is
+    moved aside as a backup first, so a kill between the two renames leaves it to be restored
+    (``recover_orphaned_backups``), never neither."""
+    import logging
+
+    aside = output_dir.parent / f".{output_dir.name}.{owner_tag()}.replaced.previous"
+    shutil.rmtree(aside, ignore_errors=True)
+    output_dir.rename(aside)
+    try:
+        staging.rename(output_dir)
+    except BaseException:
+        aside.rename(output_dir)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    logging.getLogger("ragd_train").warning(
+        "%s was written by another run while this one trained; replaced it with this run's "
+        "model, which finished later",
+        output_dir,
+    )
 
 
 # ------------------------------------------------------------------ owners of hidden directories
@@ -155,17 +176,27 @@ def backup_models(model_dirs: Iterable[str | Path]) -> dict[Path, Path]:
     backups: dict[Path, Path] = {}
     for item in model_dirs:
         model_dir = Path(item)
-        if not model_dir.is_dir() or model_dir.is_symlink():
+        if model_dir.is_symlink() or not (model_dir.is_dir() or model_dir.is_file()):
             continue
         backup = _backup_name(model_dir, owner_tag())
-        shutil.rmtree(backup, ignore_errors=True)
+        _remove(backup)
         try:
-            shutil.copytree(model_dir, backup, symlinks=True, copy_function=_link_or_copy)
+            if model_dir.is_dir():
+                shutil.copytree(model_dir, backup, symlinks=True, copy_function=_link_or_copy)
+            else:  # an output file (training data, a report): the same, one hard link
+                _link_or_copy(str(model_dir), str(backup))
         except OSError:
-            shutil.rmtree(backup, ignore_errors=True)
+            _remove(backup)
             raise
         backups[model_dir] = backup
     return backups
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -184,21 +215,24 @@ def finish_backups(backups: dict[Path, Path], success: bool) -> list[Path]:
     """
     restored = []
     for model_dir, backup in backups.items():
-        if not backup.is_dir():
+        if not backup.exists():
             continue
         if not success and not model_dir.exists():
             _restore(backup, model_dir)
             restored.append(model_dir)
         else:
-            shutil.rmtree(backup, ignore_errors=True)
+            _remove(backup)
     return restored
 
 
 def _restore(backup: Path, model_dir: Path) -> None:
     backup.rename(model_dir)
-    stamp = model_dir / ".snakemake_timestamp"
-    stamp.touch()
-    os.utime(stamp, (0, 0))
+    if model_dir.is_dir():
+        stamp = model_dir / ".snakemake_timestamp"
+        stamp.touch()
+        os.utime(stamp, (0, 0))
+    else:
+        os.utime(model_dir, (0, 0))
 
 
 def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
@@ -212,11 +246,11 @@ def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
         return restored
     for backup in sorted(folder.glob(".*.previous")):
         owner = _owned(backup, ".previous")
-        if owner is None or not backup.is_dir() or not _owner_gone(owner[1], owner[2]):
+        if owner is None or backup.is_symlink() or not _owner_gone(owner[1], owner[2]):
             continue
         model_dir = folder / owner[0]
         if model_dir.exists():
-            shutil.rmtree(backup, ignore_errors=True)
+            _remove(backup)
         else:
             _restore(backup, model_dir)
             restored.append(model_dir)
@@ -224,13 +258,18 @@ def recover_orphaned_backups(models_dir: str | Path) -> list[Path]:
 
 
 def _open_up(folder: Path) -> None:
-    """Give ``folder`` and what is in it the modes the umask asks for (mkdtemp makes 0700)."""
+    """Give ``folder`` and what is in it the modes the umask asks for (mkdtemp makes 0700; a
+    library saving through a temp file leaves a file 0600)."""
     from ragd_train.jsonl_io import created_mode
 
     os.chmod(folder, created_mode(directory=True))
     for item in folder.rglob("*"):
-        if item.is_dir() and not item.is_symlink():
+        if item.is_symlink():
+            continue
+        if item.is_dir():
             os.chmod(item, created_mode(directory=True))
+        elif item.is_file():
+            os.chmod(item, created_mode())
 
 
 def save_model_files(model: Any, staging: Path) -> None:
@@ -241,3 +280,6 @@ def save_model_files(model: Any, staging: Path) -> None:
     for item in model_dir.iterdir():
         item.rename(staging / item.name)
     model_dir.rmdir()
+    from ragd_train.weights import verify_weights
+
+    verify_weights(staging)  # never called ready with non-finite or unloadable weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,13 @@ def progress_callback(total_steps: int, history: list[dict[str, float]]) -> Any:
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs and "loss" in logs:
+                if not math.isfinite(float(logs["loss"])):
+                    from ragd_train.errors import RagdTrainError
+
+                    raise RagdTrainError(
+                        f"training diverged: the loss became {logs['loss']} at step {state.global_step}; "
+                        "lower the learning rate (nothing was saved)"
+                    )
                 entry = {
                     "step": state.global_step,
                     "epoch": round(state.epoch or 0, 3),

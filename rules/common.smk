@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 from functools import lru_cache
@@ -13,7 +14,7 @@ from ragd_train.staging import (
     recover_orphaned_backups,
     remove_stale_staging,
 )
-from ragd_train.runner import check_embedding_config
+from ragd_train.runner import check_embedding_config, hold_workspace
 from ragd_train.settings import rule_settings
 
 min_version("9.0")
@@ -29,8 +30,29 @@ validate(config, "../config/schema.yaml")
 CORPORA = sorted(config["corpora"])
 
 
+# Corpus names are literal strings (a corpus 'v1.2' must not match 'v1x2').
 wildcard_constraints:
-    corpus="|".join(CORPORA),
+    corpus="|".join(re.escape(c) for c in CORPORA),
+
+
+# A target of a corpus the config does not declare: one line naming it and the known ones,
+# instead of Snakemake's "No rule to produce" (rule unknown_corpus in the Snakefile).
+KNOWN_CORPORA = "|".join(re.escape(c) for c in CORPORA)
+UNKNOWN_CORPUS_TARGET = (
+    rf"snapshots/(?!(?:{KNOWN_CORPORA})\.jsonl$)[^/]+\.jsonl"
+    rf"|training_data/(?!(?:{KNOWN_CORPORA})/)[^/]+/[^/]+"
+    rf"|(?:models|reports)/(?!(?:{KNOWN_CORPORA})-)[^/-]+-[^/]+"
+)
+
+
+def refuse_unknown_corpus(wildcards):
+    folder, rest = wildcards.target.split("/", 1)
+    name = (
+        rest.removesuffix(".jsonl")
+        if folder == "snapshots"
+        else re.split(r"[/-]", rest)[0]
+    )
+    sys.exit(f"Error: unknown corpus '{name}' (known: {', '.join(CORPORA)})")
 
 
 def all_targets():
@@ -38,12 +60,20 @@ def all_targets():
     return [f"reports/{c}-embeddings.json" for c in CORPORA]
 
 
+def corpus_config(corpus):
+    """The corpus's config with its paths made absolute; a bad path is one line, then exit."""
+    try:
+        return resolve_corpus(
+            config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
+        )
+    except RagdTrainError as exc:
+        sys.exit(f"Error: corpus '{corpus}': {exc}")
+
+
 @lru_cache(maxsize=None)
 def snapshot_digest_of(corpus):
     """The sha256 the corpus's snapshot would have now: its source is read, nothing is written."""
-    source = resolve_corpus(
-        config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
-    )
+    source = corpus_config(corpus)
     try:
         return snapshot_digest(corpus, source)
     except RagdTrainError as exc:
@@ -70,9 +100,7 @@ def snapshot_of(wildcards):
 
 def run_sync_snapshot(corpus, log_path):
     """The sync_snapshot job: write snapshots/<corpus>.jsonl and its manifest from the source."""
-    source = resolve_corpus(
-        config["corpora"][corpus], [Path(workflow.main_snakefile).parent]
-    )
+    source = corpus_config(corpus)
     path, changed = sync_snapshot(corpus, source, "snapshots")
     Path(log_path).write_text(f"{path}: {'updated' if changed else 'unchanged'}\n")
 
@@ -82,17 +110,23 @@ def questions_of(wildcards):
     corpus = config["corpora"][wildcards.corpus]
     if "questions" not in corpus:
         return []
-    return resolve_corpus(corpus, [Path(workflow.main_snakefile).parent])["questions"]
+    return corpus_config(wildcards.corpus)["questions"]
 
 
 # ---------------------------------------------------------------- a failed run changes nothing
 # onstart (Snakefile) runs after the lock is taken and the DAG is built, before any job runs (never
 # in a dry run); onsuccess / onerror when the run ends.
 MODEL_BACKUPS = {}
+RUN_LOCK = []
 
 
 def start_run():
-    """Refuse a config a rebuild would fail on; tidy after killed runs; back up models to rebuild."""
+    """Hold the workspace (so `ragd train unlock` refuses while this run lives); refuse a config a
+    rebuild would fail on; tidy after killed runs; back up models to rebuild."""
+    try:
+        RUN_LOCK.append(hold_workspace(Path.cwd()))
+    except RagdTrainError as exc:
+        sys.exit(f"Error: {exc}")
     jobs = list(workflow.dag.needrun_jobs())
     if any(job.rule.name == "train_embeddings" for job in jobs):
         try:
@@ -100,13 +134,20 @@ def start_run():
         except RagdTrainError as exc:
             sys.exit(f"Error: {exc}")
     remove_stale_staging("models")
-    for restored in recover_orphaned_backups("models"):
-        forget_incomplete(restored)
-        print(
-            f"Restored {restored} (left by a killed run; out of date)", file=sys.stderr
-        )
+    corpora_data = sorted(p for p in Path("training_data").glob("*") if p.is_dir())
+    for folder in ["models", "reports", *corpora_data]:
+        for restored in recover_orphaned_backups(folder):
+            forget_incomplete(restored)
+            print(
+                f"Restored {restored} (left by a killed run; out of date)",
+                file=sys.stderr,
+            )
+    # models, training data and reports: a failed rebuild puts the previous ones back
     rebuilt = {
-        str(f) for job in jobs for f in job.output if str(f).startswith("models/")
+        str(f)
+        for job in jobs
+        for f in job.output
+        if str(f).startswith(("models/", "training_data/", "reports/"))
     }
     MODEL_BACKUPS.update(backup_models(sorted(rebuilt)))
 

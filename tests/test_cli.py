@@ -355,6 +355,7 @@ def test_source_and_path_declare_a_corpus(
     assert kwargs["overrides"] == {
         "corpora": {"mine": {"source": "documents", "path": str(tmp_path / "docs")}}  # made absolute
     }
+    (tmp_path / "c.jsonl").touch()  # a corpus path that does not exist is refused (#28)
     ragd("embeddings", "--corpus", "mine", "--source", "jsonl", "--path", "c.jsonl", "--epochs", "1", "-n")
     assert targets[1][0] == ["models/mine-embeddings"]
     assert targets[1][2]["overrides"] == {
@@ -423,7 +424,7 @@ def test_snapshot_command_and_config_errors(
     )
     unknown = ragd("snapshot", "--corpus", "nope", "--workspace", ws)
     assert unknown.exit_code == 1
-    assert unknown.stderr == "Error: unknown corpus 'nope'; known: demo\n"
+    assert unknown.stderr == "Error: unknown corpus 'nope' (known: demo)\n"
 
 
 # ---------------------------------------------------------------- what Snakemake receives
@@ -635,3 +636,162 @@ def test_a_yaml_syntax_error_names_its_file_and_line(tmp_path: Path, targets: Ca
     result = ragd("generate-data", "--configfile", bad, "--workspace", tmp_path / "ws")
     assert result.exit_code == 1 and f"{bad}:3: invalid YAML" in result.output, result.output
     assert not targets
+
+
+# ---------------------------------------------------------------- #28 item 11: names and config files
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate-data", "--corpus", "nope"],
+        ["embeddings", "--corpus", "nope"],
+        ["reranker", "--corpus", "nope"],
+        ["llm", "--corpus", "nope"],
+        ["evaluate", "--model", "nope-embeddings"],
+    ],
+)
+def test_an_unknown_corpus_lists_the_known_ones_before_snakemake_runs(
+    tmp_path: Path, targets: Captured, args: list[str]
+) -> None:
+    """It was Snakemake's "No rule to produce training_data/nope/train.jsonl"."""
+    result = CliRunner().invoke(main, ["train", *args, "--workspace", str(tmp_path), "-n"])
+    assert result.exit_code == 1 and result.output == "Error: unknown corpus 'nope' (known: demo)\n"
+    assert targets == []
+
+
+def test_an_empty_configfile_is_named_as_such(tmp_path: Path, targets: Captured) -> None:
+    empty = tmp_path / "mine.yaml"
+    empty.write_text("# nothing yet\n")
+    result = CliRunner().invoke(main, ["train", "generate-data", "--configfile", str(empty), "-n"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {empty}: config file is empty (it must hold a mapping of settings)\n"
+    assert targets == []
+
+
+def test_a_configfile_that_is_a_pipe_is_read_once_and_kept_for_snakemake(
+    tmp_path: Path, targets: Captured
+) -> None:
+    """`--configfile <(...)`: the check read the pipe, and Snakemake then found it empty."""
+    import os
+
+    read, write = os.pipe()
+    os.write(write, b"generate:\n  queries_per_chunk: 3\n")
+    os.close(write)
+    try:
+        args = ["train", "generate-data", "--configfile", f"/dev/fd/{read}", "--workspace", str(tmp_path)]
+        result = CliRunner().invoke(main, [*args, "-n"])
+    finally:
+        os.close(read)
+    assert result.exit_code == 0, result.output
+    (kept,) = targets.only[2]["configfiles"]
+    assert Path(kept).parent == tmp_path.resolve() / ".ragd-train"
+    assert yaml.safe_load(Path(kept).read_text()) == {"generate": {"queries_per_chunk": 3}}
+
+
+def test_a_bad_llm_base_url_in_ragds_config_is_reported_as_ragds_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was reported against ollama.host, a setting the user never wrote."""
+    from ragd_train.config import load_config
+    from ragd_train.errors import InputError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ragd_config = tmp_path / ".ragd" / "config.yaml"
+    ragd_config.parent.mkdir()
+    ragd_config.write_text("llm:\n  model: llama3.2:3b\n  base_url: localhost 11434\n")
+    with pytest.raises(InputError) as info:
+        load_config()
+    assert (info.value.path, info.value.line, info.value.field) == (str(ragd_config), 3, "llm.base_url")
+    assert "not an http(s) URL: 'localhost 11434'" in str(info.value)
+    ragd_config.write_text("llm:\n  base_url: http://gpu-box:11434\n")
+    assert load_config()["ollama"]["host"] == "http://gpu-box:11434"
+
+
+# ---------------------------------------------------------------- #28 item 10: one line, not a traceback
+
+
+def test_a_corpus_path_that_is_a_symlink_loop_is_one_line(tmp_path: Path, targets: Captured) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"corpora:\n  x:\n    source: documents\n    path: {loop}\n")
+    ws = ["--workspace", str(tmp_path / "ws")]
+    runner = CliRunner()
+    for args, expected in [
+        (
+            ["generate-data", "--corpus", "x", "--source", "documents", "--path", str(loop), "-n"],
+            f"Error: {loop}: field '--path': is a symlink loop\n",
+        ),
+        (
+            ["generate-data", "--corpus", "x", "--configfile", str(cfg), "-n"],
+            f"Error: corpus 'x': {loop}: field 'path': is a symlink loop\n",
+        ),
+        (
+            ["snapshot", "--corpus", "x", "--configfile", str(cfg)],
+            f"Error: {loop}: field 'path': is a symlink loop\n",
+        ),
+    ]:
+        result = runner.invoke(main, ["train", *args, *ws])
+        assert result.exit_code == 1 and result.output == expected, result.output
+    assert targets == []
+
+
+def test_ragd_home_that_is_a_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, targets: Captured
+) -> None:
+    home = tmp_path / "ragd-home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("RAGD_HOME", str(home))
+    for args in (["list"], ["generate-data", "-n"], ["cache", "stats"], ["unlock"]):
+        result = CliRunner().invoke(main, ["train", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output == f"Error: the workspace {home} ($RAGD_HOME) is not a folder\n", result.output
+    assert home.read_text() == "not a folder"
+
+
+def test_a_file_system_error_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only workspace (or ~/.ragd) made tracebacks: delete, use, training with --data.
+    (Injected: the tests run as root, for whom chmod does not make a folder read-only.)"""
+    import errno
+    import shutil
+
+    model = tmp_path / "ws" / "models" / "m"
+    model.mkdir(parents=True)
+
+    def read_only(path: Any, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", read_only)
+    result = CliRunner().invoke(main, ["train", "delete", "m", "-y", "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 1 and result.output == f"Error: {model}: Permission denied\n"
+    assert model.is_dir()
+
+
+def test_an_empty_ragd_home_is_unset_and_cores_and_jobs_are_positive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, targets: Captured
+) -> None:
+    """An empty $RAGD_HOME made the current directory the workspace; --cores 0 silently meant all
+    cores, --cores -1 reached Snakemake (found trying bad inputs for #28)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAGD_HOME", "")
+    monkeypatch.chdir(tmp_path)
+    assert runner.ragd_home() == tmp_path / ".ragd"
+    for flag in ("--cores", "--jobs"):
+        for value in ("0", "-1"):
+            result = CliRunner().invoke(main, ["train", "generate-data", flag, value, "-n"])
+            assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output
+    assert targets == []
+
+
+def test_a_corpus_path_that_does_not_exist_is_refused_before_snakemake_runs(
+    tmp_path: Path, targets: Captured
+) -> None:
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"corpora:\n  demo:\n    source: documents\n    path: {tmp_path / 'gone'}\n")
+    result = CliRunner().invoke(main, ["train", "generate-data", "--configfile", str(cfg), "-n"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: corpus 'demo': {tmp_path / 'gone'}: field 'path': path does not exist\n"
+    assert targets == []

@@ -210,7 +210,9 @@ def test_missing_and_non_mapping_files(tmp_path: Path) -> None:
         load_config([tmp_path / "nope.yaml"])
     with pytest.raises(InputError, match="config must be a mapping"):
         load_config([write(tmp_path / "list.yaml", "- a\n- b\n")])
-    assert load_config([write(tmp_path / "empty.yaml", "")])["seed"] == 42
+    # Snakemake refuses an empty config file too; it is named as such (#28 item 11)
+    with pytest.raises(InputError, match="empty.yaml: config file is empty"):
+        load_config([write(tmp_path / "empty.yaml", "")])
 
 
 # ---------------------------------------------------------------- deep_merge
@@ -316,3 +318,64 @@ def test_a_setting_under_both_names_must_agree(tmp_path: Path) -> None:
     assert "keep only llm.epochs" in str(info.value)
     same = write(tmp_path / "same.yaml", "llm:\n  epochs: 2\ntraining:\n  training_epochs: 2\n")
     assert load_config([same], quiet=True)["llm"]["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        ("embeddings:\n  learning_rate: .nan\n", 2, "embeddings.learning_rate", "nan is not a finite number"),
+        ("embeddings:\n  learning_rate: .inf\n", 2, "embeddings.learning_rate", "inf is not a finite number"),
+        ("seed: 7\nreranker:\n  warmup_ratio: -.inf\n", 3, "reranker.warmup_ratio", "-inf is not a finite"),
+        ("seed: 1.0e+23\n", 1, "seed", "greater than the maximum of 4294967295"),
+        ("seed: -1\n", 1, "seed", "less than the minimum of 0"),
+        ("seed: 4294967296\n", 1, "seed", "greater than the maximum of 4294967295"),
+    ],
+)
+def test_non_finite_numbers_and_out_of_range_seeds_are_refused(
+    tmp_path: Path, text: str, line: int, field: str, words: str
+) -> None:
+    """NaN passed the schema's bounds and inf trained NaN weights; a seed of 1e23 or -1 was a
+    traceback in the trainer (#28 items 6 and 10)."""
+    bad = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(InputError) as info:
+        load_config([bad])
+    assert (info.value.path, info.value.line, info.value.field) == (str(bad), line, field)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_non_finite_flag_is_refused_before_anything_runs(tmp_path: Path, value: str) -> None:
+    """`--learning-rate inf` exited 0 with "Model ready" and NaN weights (#28 item 6)."""
+    from click.testing import CliRunner
+
+    from ragd_train.cli import main
+
+    data = write(tmp_path / "pairs.jsonl", '{"query": "q", "positive": "p"}\n')
+    for args in (["--dry-run"], ["--data", str(data)]):
+        result = CliRunner().invoke(
+            main,
+            ["train", "embeddings", "--learning-rate", value, "--workspace", str(tmp_path / "ws"), *args],
+        )
+        assert result.exit_code == 2, result.output
+        assert f"--learning-rate: invalid value: {value} is not a finite number" in result.output
+    assert not (tmp_path / "ws" / "models").exists()
+
+
+def test_the_trainer_configs_refuse_non_finite_numbers() -> None:
+    from ragd_train.embeddings.train import EmbeddingTrainingConfig
+    from ragd_train.settings import bind
+
+    with pytest.raises(InputError, match="embeddings.learning_rate.*finite number"):
+        bind(EmbeddingTrainingConfig, {"embeddings": {"learning_rate": float("inf")}})
+
+
+def test_a_corpus_name_longer_than_file_names_allow_is_refused(tmp_path: Path) -> None:
+    """A corpus name becomes part of file names (models/.NAME-reranker.pid...@host.*.tmp)."""
+    name = "c" + "".join(str(i) for i in range(60))
+    bad = write(tmp_path / "bad.yaml", f"corpora:\n  {name}:\n    source: documents\n    path: .\n")
+    with pytest.raises(InputError) as info:
+        load_config([bad])
+    assert (info.value.path, info.value.line, info.value.field) == (str(bad), 2, f"corpora.{name}")
+    assert "is too long" in str(info.value)
+    ok = write(tmp_path / "ok.yaml", f"corpora:\n  {name[:100]}:\n    source: documents\n    path: .\n")
+    assert name[:100] in load_config([ok])["corpora"]

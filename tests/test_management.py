@@ -18,13 +18,20 @@ from ragd_train.ragd import config as ragd_config
 from ragd_train.ragd.config import set_values
 
 
+def _save_weights(path: Path, value: float = 0.0) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"embeddings.word_embeddings.weight": torch.full((32, 8), value)}, str(path))
+
+
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     """A workspace holding one fake-but-complete model directory and its report."""
     ws = tmp_path / "ws"
     model = ws / "models" / "demo-embeddings"
     model.mkdir(parents=True)
-    (model / "model.safetensors").write_bytes(b"\0" * 1000)
+    _save_weights(model / "model.safetensors")
     (model / "config.json").write_text("{}")
     (model / "1_Pooling").mkdir()
     (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
@@ -277,3 +284,74 @@ def test_delete_of_a_symlink_in_models_is_one_line_and_deletes_nothing(ws: Path)
     assert result.exit_code == 1 and "is a symlink, not a model directory" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert link.is_symlink() and (ws / "models" / "demo-embeddings" / "model.safetensors").is_file()
+
+
+def test_export_to_a_device_or_into_the_model_is_one_line(ws: Path, tmp_path: Path) -> None:
+    """`export --to /dev/full` and an hf export into the model's own folder were tracebacks (#28)."""
+    model = ws / "models" / "demo-embeddings"
+    before = sorted(p.name for p in model.rglob("*"))
+    runner = CliRunner()
+    for fmt, dest, expected in [
+        ("tar", "/dev/full", "demo-embeddings.tar.gz: cannot be written: /dev/full is not a folder"),
+        ("tar", "/dev/full/x.tar.gz", "cannot be written: /dev/full is not a folder"),
+        ("hf", str(model / "hf"), "is inside the model's own folder"),
+        ("tar", str(model / "x.tar.gz"), "is inside the model's own folder"),
+    ]:
+        args = ["train", "export", "demo-embeddings", "--to", dest, "--format", fmt, "--workspace", str(ws)]
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1 and expected in result.output, (dest, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in model.rglob("*")) == before
+
+
+def test_export_tar_over_a_symlink_is_refused(ws: Path, tmp_path: Path) -> None:
+    target = tmp_path / "precious.tar.gz"
+    target.write_bytes(b"keep")
+    link = tmp_path / "out.tar.gz"
+    link.symlink_to(target)
+    with pytest.raises(RagdTrainError, match="already exists"):
+        export_model(ws, "demo-embeddings", link)
+    dangling = tmp_path / "dangling.tar.gz"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(RagdTrainError, match="already exists"):
+        export_model(ws, "demo-embeddings", dangling)
+    assert link.is_symlink() and target.read_bytes() == b"keep" and dangling.is_symlink()
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncated", "the weights do not load"),
+        ("empty", "the weights do not load"),
+        ("nan", "tensor 'embeddings.word_embeddings.weight' has non-finite values"),
+        ("inf", "tensor 'embeddings.word_embeddings.weight' has non-finite values"),
+        ("width", "has shape (32, 8), but config.json says the model is 16 wide"),
+    ],
+)
+def test_a_model_with_damaged_weights_is_neither_used_nor_exported(
+    ws: Path, tmp_path: Path, damage: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`use` took a truncated model.safetensors, and NaN weights were exported (#28 item 6)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    model = ws / "models" / "demo-embeddings"
+    weights = model / "model.safetensors"
+    (model / "modules.json").write_text("[]")
+    meta = json.loads((model / "training_metadata.json").read_text())
+    (model / "training_metadata.json").write_text(json.dumps({**meta, "output_dimension": 8}))
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-10])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    elif damage == "width":
+        (model / "config.json").write_text('{"hidden_size": 16}')
+    else:
+        _save_weights(weights, float(damage))
+    runner = CliRunner()
+    export = ["export", "demo-embeddings", "--to", str(tmp_path / "x.tar.gz")]
+    for args in (["use", "demo-embeddings"], export):
+        result = runner.invoke(main, ["train", *args, "--workspace", str(ws)])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: {weights}: ") and reason in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.tar.gz").exists() and not (tmp_path / "home" / ".ragd").exists()

@@ -52,3 +52,60 @@ def test_outputs_get_the_umasks_modes_not_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "model" / "sub").stat().st_mode) == 0o755
+
+
+def test_a_model_another_run_wrote_meanwhile_is_replaced_not_both_lost(tmp_path: Path) -> None:
+    """Two runs built the same model: the one finishing last replaces the other (before, it
+    raised, Snakemake deleted the job's output, and the finished model of the other run was
+    thrown away with it: #28 item 2)."""
+    out = tmp_path / "models" / "demo-embeddings"
+    with staged_output(out) as staging:
+        (staging / "model.safetensors").write_bytes(b"mine")
+        out.mkdir()  # the other run finished first
+        (out / "model.safetensors").write_bytes(b"theirs")
+    assert (out / "model.safetensors").read_bytes() == b"mine"
+    assert list(out.parent.iterdir()) == [out], "a staging or set-aside directory was left"
+
+
+def test_model_files_get_the_umasks_modes_even_when_saved_0600(tmp_path: Path) -> None:
+    """A library that saves weights through a temp file leaves them 0600 (#28 item 7)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with staged_output(tmp_path / "model") as staging:
+            (staging / "sub").mkdir()
+            for name in ("model.safetensors", "sub/config.json"):
+                (staging / name).write_bytes(b"x")
+                os.chmod(staging / name, 0o600)
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "sub/config.json"):
+        assert stat.S_IMODE((tmp_path / "model" / name).stat().st_mode) == 0o644, name
+
+
+def test_output_files_are_backed_up_and_put_back_after_a_failed_run(tmp_path: Path) -> None:
+    """Training data and reports, not only model folders (#28 item 5)."""
+    import os
+
+    from ragd_train.staging import backup_models, finish_backups, recover_orphaned_backups
+
+    train = tmp_path / "training_data" / "demo" / "train.jsonl"
+    train.parent.mkdir(parents=True)
+    train.write_text("previous\n")
+    backups = backup_models([train])
+    train.unlink()  # what Snakemake does to the output of a job it runs, and of one that fails
+    assert finish_backups(backups, success=False) == [train]
+    assert train.read_text() == "previous\n" and train.stat().st_mtime == 0  # out of date
+    assert list(train.parent.iterdir()) == [train]
+    # the same after a SIGKILL: the next run restores what the killed one left
+    (train.parent / f".train.jsonl.pid{os.getpid() + 10**7}@{_host()}.previous").write_text("kept\n")
+    train.unlink()
+    assert recover_orphaned_backups(train.parent) == [train] and train.read_text() == "kept\n"
+
+
+def _host() -> str:
+    from ragd_train.staging import _host as host
+
+    return host()

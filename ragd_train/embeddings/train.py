@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, record_lines, write_json
-from ragd_train.metadata import base_metadata, run_stats
+from ragd_train.metadata import base_metadata, hash_inputs, run_stats
+from ragd_train.records import Screen
 from ragd_train.settings import SEED_DEFAULT, EmbeddingsSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 from ragd_train.training import TrainingBudget, plan_message, plan_training, trainer_arguments
@@ -84,7 +85,10 @@ def _number(value: Any, path: str | Path, line: int, field: str) -> float:
 def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
     """(anchor, first, second, label) rows for MarginMSE from each record's ``teacher_pair``."""
     rows = []
+    screen = Screen(path)
     for line, record in zip(record_lines(path), records, strict=False):
+        if not screen.usable(record):
+            continue
         pair = record.get("teacher_pair")
         if not isinstance(pair, dict):
             raise InputError(
@@ -94,6 +98,7 @@ def teacher_rows(records: list[dict[str, Any]], path: str | Path) -> list[dict[s
         second = _text(pair.get("second"), path, line, "teacher_pair.second")
         margin = _number(pair.get("margin"), path, line, "teacher_pair.margin")
         rows.append({"anchor": str(record["query"]), "first": first, "second": second, "label": margin})
+    screen.report(len(rows))
     return rows
 
 
@@ -102,7 +107,10 @@ def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[d
     each record's ``teacher_list``; every record must hold the same number of candidates."""
     rows: list[dict[str, Any]] = []
     size = 0
+    screen = Screen(path)
     for line, record in zip(record_lines(path), records, strict=False):
+        if not screen.usable(record):
+            continue
         item = record.get("teacher_list")
         cands = item.get("candidates") if isinstance(item, dict) else None
         if not isinstance(cands, list) or len(cands) < 2:
@@ -129,6 +137,7 @@ def teacher_list_rows(records: list[dict[str, Any]], path: str | Path) -> list[d
             for k, c in enumerate(cands)
         ]
         rows.append(row)
+    screen.report(len(rows))
     return rows
 
 
@@ -138,7 +147,10 @@ def load_training_examples(
     """(anchor, positive, negative_1..k) rows from training JSONL/JSON.
 
     Records with fewer than ``k`` mined negatives are topped up with negatives of records
-    from other documents (seeded), so every row has the same columns.
+    from other documents, drawn without replacement (seeded), so every row has the same columns.
+    When some record cannot be topped up to ``k`` (too few negatives of other documents), every
+    row gets as many as that record has, with one warning; ``k`` drops to 0 (in-batch negatives
+    only) at worst. A draw never repeats, so this always ends.
     """
     if records is None:
         records = read_training_records(path)
@@ -157,19 +169,36 @@ def load_training_examples(
         hard_negatives = 0
     rng = random.Random(seed)
     rows: list[dict[str, str]] = []
+    screen = Screen(path)  # empty queries and negatives equal to their positive: dropped, counted
     for index, record in enumerate(records):
+        if not screen.usable(record):
+            continue
         row = {"anchor": str(record["query"]), "positive": str(record["positive"])}
-        texts = [n["text"] if isinstance(n, dict) else n for n in record.get("negatives") or []][
-            :hard_negatives
-        ]
+        mined = [n["text"] if isinstance(n, dict) else n for n in record.get("negatives") or []]
+        texts = screen.negatives(mined, row["positive"])[:hard_negatives]
         doc = str(record.get("source_document", index + 1))
-        while len(texts) < hard_negatives:
-            other_doc, text = rng.choice(pool)
-            if other_doc != doc or len(pool) == 1:
-                texts.append(text)
-        for k, text in enumerate(texts, start=1):
-            row[f"negative_{k}"] = text
-        rows.append(row)
+        if len(texts) < hard_negatives:
+            eligible = list(
+                dict.fromkeys(
+                    t for d, t in pool if d != doc and t not in texts and t.strip() != row["positive"].strip()
+                )
+            )
+            texts += rng.sample(eligible, min(hard_negatives - len(texts), len(eligible)))
+        rows.append({**row, **{f"negative_{k}": t for k, t in enumerate(texts, start=1)}})
+    screen.report(len(rows))
+    fewest = min((sum(key.startswith("negative_") for key in r) for r in rows), default=0)
+    if fewest < hard_negatives:
+        log.warning(
+            "%s: some records have only %d negatives, and too few records of other documents to "
+            "top them up to %d; training every record with %d hard negatives",
+            path,
+            fewest,
+            hard_negatives,
+            fewest,
+        )
+        for r in rows:
+            for k in range(fewest + 1, hard_negatives + 1):
+                r.pop(f"negative_{k}", None)
     return rows
 
 
@@ -251,12 +280,12 @@ def train_embeddings(
     import torch
     from datasets import Dataset
     from sentence_transformers import (
-        SentenceTransformer,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
+    from ragd_train.encoding import open_sentence_transformer
     from ragd_train.hub import resolve_model
     from ragd_train.precision import resolve_precision
 
@@ -264,9 +293,11 @@ def train_embeddings(
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
     torch.manual_seed(cfg.seed)
+    dev = {"dev_data": dev_path} if dev_path is not None else {}
+    inputs = hash_inputs({"training_data": train_path, "snapshot": snapshot_path} | dev)  # before training
     records = read_training_records(train_path)
     resolved = resolve_model(cfg.base_model)
-    model = SentenceTransformer(resolved, device=device, trust_remote_code=False)
+    model = open_sentence_transformer(resolved, device=device)  # one-line errors for a bad base
     loss = loss_name(cfg.loss, str(model.device), teacher_kind(records))
     if loss == "margin_mse":
         rows = teacher_rows(records, train_path)
@@ -347,9 +378,6 @@ def train_embeddings(
         interpolation["time_s"] = round(time.monotonic() - t, 1)
         print(f"shipped weights: {interpolation['reason']}", flush=True)
         save_model_files(model, staging)
-        inputs = {"training_data": train_path, "snapshot": snapshot_path} | (
-            {"dev_data": dev_path} if dev_path is not None else {}
-        )
         meta = base_metadata("embeddings", inputs, cfg.model_dump(), cfg.seed)
         meta.update(
             {

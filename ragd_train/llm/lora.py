@@ -70,6 +70,9 @@ def train_lora(
     ensure_absent(output_dir)
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", field="llm.backend")
+    from ragd_train.metadata import hash_inputs
+
+    inputs = hash_inputs({"training_data": raft_path, "test_data": test_path})  # before training
     records = load_chat_records(raft_path)
     if not records:
         raise InputError("no RAFT training records", path=raft_path)
@@ -86,11 +89,13 @@ def train_lora(
         for name in (ADAPTER_FILE, ADAPTER_CONFIG):
             if not (staging / name).exists():
                 raise RagdTrainError(f"the {backend} backend wrote no {name}")
+        from ragd_train.weights import verify_weights
+
+        verify_weights(staging)  # never called ready with non-finite or unloadable weights
         modelfile = modelfile_text(cfg.base_model, backend, output_dir.name, result.get("architecture"))
         (staging / "Modelfile").write_text(modelfile)
         from ragd_train.metadata import base_metadata, gpu_peak_memory_mb, package_versions, peak_memory_mb
 
-        inputs = {"training_data": raft_path, "test_data": test_path}
         meta = base_metadata("llm", inputs, cfg.model_dump(), cfg.seed)
         meta["versions"].update(package_versions(("mlx", "mlx-lm", "unsloth", "trl", "bitsandbytes", "gguf")))
         meta.update(

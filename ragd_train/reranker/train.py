@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_records, write_json
-from ragd_train.metadata import base_metadata, run_stats
+from ragd_train.metadata import base_metadata, hash_inputs, run_stats
+from ragd_train.records import Screen
 from ragd_train.settings import SEED_DEFAULT, RerankerSettings
 from ragd_train.staging import ensure_absent, save_model_files, staged_output
 
@@ -153,11 +154,16 @@ def load_reranker_examples(path: str | Path, negatives: int, seed: int) -> list[
         pool.append((doc, str(record["positive"])))
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
+    screen = Screen(path)  # the same policy as the embedding trainer's (ragd_train/records.py)
     for record, doc, texts in zip(records, docs, mined, strict=True):
+        if not screen.usable(record):
+            continue
         positive = str(record["positive"])
-        chosen = [t for t in texts if t != positive][:negatives]
+        chosen = screen.negatives(texts, positive)[:negatives]
         candidates = [
-            text for other, text in pool if other != doc and text != positive and text not in chosen
+            text
+            for other, text in pool
+            if other != doc and text.strip() != positive.strip() and text not in chosen
         ]
         if len(chosen) < negatives and not candidates:
             raise InputError(
@@ -166,6 +172,7 @@ def load_reranker_examples(path: str | Path, negatives: int, seed: int) -> list[
         while len(chosen) < negatives:
             chosen.append(rng.choice(candidates))
         rows.append({"query": str(record["query"]), "positive": positive, "negatives": chosen})
+    screen.report(len(rows))
     return rows
 
 
@@ -275,6 +282,7 @@ def train_reranker(
     cfg = cfg.model_copy(update={"kind": kind})
     output_dir = Path(output_dir)
     ensure_absent(output_dir)
+    inputs = hash_inputs({"training_data": train_path, "snapshot": snapshot_path})  # before training
     rows = load_reranker_examples(train_path, cfg.negatives_per_query, cfg.seed)
     base = resolve_reranker_base(cfg.base_model, cfg.fallback_model)
     if base.note and not why:
@@ -333,9 +341,7 @@ def train_reranker(
         trainer.train()
         train_time = time.monotonic() - train_start
         save_model_files(model, staging)
-        meta = base_metadata(
-            "reranker", {"training_data": train_path, "snapshot": snapshot_path}, cfg.model_dump(), cfg.seed
-        )
+        meta = base_metadata("reranker", inputs, cfg.model_dump(), cfg.seed)
         meta.update(
             {
                 "reranker_kind": cfg.kind,

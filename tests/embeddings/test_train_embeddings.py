@@ -455,3 +455,154 @@ def test_a_bad_record_after_blank_lines_is_reported_at_its_real_line(tmp_path: P
     with pytest.raises(InputError) as err:
         load_training_examples(data, 1, 0)
     assert (err.value.line, err.value.field) == (3, "negatives")
+
+
+def _within(seconds: int, func: object, *args: object) -> object:
+    """Call ``func(*args)``; fail (instead of hanging the suite) if it runs past ``seconds``."""
+    import signal
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        return func(*args)  # type: ignore[operator]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_topping_up_negatives_from_one_document_ends_with_fewer_and_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every record from one document: nothing qualifies to top up; the draw must end (#28)."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"query":"q1","positive":"p1","negatives":["n1","n2"],"source_document":"d"}\n'
+        '{"query":"q2","positive":"p2","source_document":"d"}\n'
+    )
+    rows = _within(10, load_training_examples, path, 2, 1)
+    assert [set(r) for r in rows] == [{"anchor", "positive"}] * 2  # in-batch negatives only
+    assert "only 0 negatives" in caplog.text and "training every record with 0" in caplog.text
+    # with one other document holding one negative: one negative each, never the record's own doc's
+    path.write_text(
+        path.read_text() + '{"query":"q3","positive":"p3","negatives":["m1"],"source_document":"e"}\n'
+    )
+    rows = _within(10, load_training_examples, path, 2, 1)
+    assert all(set(r) == {"anchor", "positive", "negative_1"} for r in rows)
+    assert rows[0]["negative_1"] == "n1" and rows[1]["negative_1"] == "m1"
+    assert rows[2]["negative_1"] == "m1"  # its own mined negative
+
+
+def test_deleting_the_training_data_while_training_keeps_the_model(
+    tiny_model: Path, train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inputs' checksums were taken after training: a training_data/ removed meanwhile
+    threw the trained model away (#28 item 4). They are taken before, of what was trained on."""
+    import hashlib
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    expected = hashlib.sha256(train_file.read_bytes()).hexdigest()
+    train = SentenceTransformerTrainer.train
+
+    def train_then_lose_the_data(self: object, *args: object, **kwargs: object) -> object:
+        train_file.unlink()  # `rm -r training_data/` while the model trains
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "train", train_then_lose_the_data)
+    out = tmp_path / "models" / "tiny-embeddings"
+    cfg = EmbeddingTrainingConfig(base_model=str(tiny_model), epochs=1, batch_size=4, matryoshka_dims="none")
+    train_embeddings(train_file, out, cfg)
+    stored = json.loads((out / "training_metadata.json").read_text())
+    assert stored["inputs"]["training_data"] == {"path": str(train_file), "sha256": expected}
+
+
+@pytest.mark.parametrize(("learning_rate", "max_steps"), [(1e30, None), (1e39, 1)])
+def test_a_diverged_training_is_an_error_and_leaves_no_model(
+    tiny_model: Path, train_file: Path, tmp_path: Path, learning_rate: float, max_steps: int | None
+) -> None:
+    """A huge learning rate made NaN weights that were called ready (#28 item 6): a non-finite
+    loss stops training; weights that went non-finite in the last step are caught at the save."""
+    out = tmp_path / "models" / "tiny-embeddings"
+    cfg = EmbeddingTrainingConfig(
+        base_model=str(tiny_model),
+        epochs=3,
+        batch_size=2,
+        learning_rate=learning_rate,
+        warmup_ratio=0.0,
+        max_steps=max_steps,
+        matryoshka_dims="none",
+    )
+    with pytest.raises(RagdTrainError) as err:
+        train_embeddings(train_file, out, cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    assert ("training diverged: the loss became nan" in message) or (
+        "model.safetensors: tensor" in message and "has non-finite values" in message
+    ), message
+    if max_steps == 1:  # one step: its loss was finite, the weights it left are not
+        assert "has non-finite values" in message
+    assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_empty_queries_and_negatives_equal_to_the_positive_are_dropped_alike_by_both_trainers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`embeddings --data` trained on a negative equal to its positive and on empty queries;
+    the reranker dropped such negatives only. One policy now (ragd_train/records.py, #28 item 9)."""
+    from ragd_train.reranker.train import load_reranker_examples
+
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(
+        path,
+        [
+            {"query": "  ", "positive": "p0", "negatives": ["x"], "source_document": "a"},
+            {"query": "q1", "positive": "p1", "negatives": ["p1", "n1"], "source_document": "b"},
+            {"query": "q2", "positive": "p2", "negatives": ["n2"], "source_document": "c"},
+            {"query": "q3", "positive": "", "negatives": ["n3"], "source_document": "d"},
+        ],
+    )
+    summary = (
+        f"{path}: dropped 1 negatives equal to their positive, 1 records with an empty positive, "
+        "1 records with an empty query; trained on 2 records"
+    )
+    rows = load_training_examples(path, 1, 1)
+    assert [(r["anchor"], r["negative_1"]) for r in rows] == [("q1", "n1"), ("q2", "n2")]
+    assert summary in caplog.text
+    caplog.clear()
+    reranker_rows = load_reranker_examples(path, 1, 1)
+    assert [(r["query"], r["negatives"]) for r in reranker_rows] == [("q1", ["n1"]), ("q2", ["n2"])]
+    assert summary in caplog.text
+    path.write_text('{"query": "", "positive": "p"}\n')
+    for load in (load_training_examples, load_reranker_examples):
+        with pytest.raises(InputError, match=r"no usable training records \(1 records with an empty query\)"):
+            load(path, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("empty-weights", "model.safetensors: the weights do not load"),
+        ("corrupt-config", "config.json:1: not valid JSON"),
+        ("empty-config", "config.json:1: not valid JSON"),
+    ],
+)
+def test_a_damaged_base_model_is_one_line(
+    tiny_model: Path, train_file: Path, tmp_path: Path, damage: str, message: str
+) -> None:
+    """A corrupt or empty model.safetensors or config.json in a base model was a traceback (#28 item 10)."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    if damage == "empty-weights":
+        (base / "model.safetensors").write_bytes(b"")
+    else:
+        (base / "config.json").write_text("" if damage == "empty-config" else '{"hidden_size": 32,')
+    cfg = EmbeddingTrainingConfig(base_model=str(base), epochs=1, matryoshka_dims="none")
+    with pytest.raises(RagdTrainError) as err:
+        train_embeddings(train_file, tmp_path / "out", cfg)
+    assert str(err.value).startswith(str(base)) and message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()

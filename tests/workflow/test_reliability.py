@@ -125,6 +125,23 @@ def test_a_failed_rebuild_keeps_the_last_good_model(ws: Path, tiny_model: Path) 
     assert "train_embeddings" in dry.stdout + dry.stderr, "the kept model must still be out of date"
 
 
+def test_a_failed_rebuild_of_the_training_data_keeps_the_previous_files(ws: Path, tiny_model: Path) -> None:
+    """A failed build_training_data (there: a truncated embedding shard raising BadZipFile) made
+    Snakemake delete the previous train/test/stats files (#28 item 5); they are put back."""
+    data = ws / "training_data" / "demo"
+    before = {name: (data / name).read_bytes() for name in ("train.jsonl", "test.jsonl", "stats.json")}
+    cfg = config(ws, tiny_model)
+    queries = data / "queries.jsonl"
+    queries.write_text(queries.read_text() + "{not json\n")  # newer input: the rebuild runs, and fails
+    result = snakemake(ws, *cfgargs(cfg), "--", "training_data/demo/train.jsonl")
+    assert result.returncode != 0 and "build_training_data" in result.stderr
+    assert {name: (data / name).read_bytes() for name in before} == before
+    assert "Kept the last good training_data/demo/train.jsonl" in result.stderr
+    assert not [p.name for p in data.iterdir() if p.name.startswith(".")]
+    dry = snakemake(ws, *cfgargs(cfg), "-n", "--", "training_data/demo/train.jsonl")
+    assert "build_training_data" in dry.stdout + dry.stderr, "the kept files must still be out of date"
+
+
 # ------------------------------------------------------------------ 2. stale staging directories
 
 

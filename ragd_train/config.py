@@ -174,7 +174,7 @@ def validate_config(
                 _check_url(config["ollama"]["host"], ragd_config_path(), "llm.base_url")
         llm = config.get("llm")
         if isinstance(llm, dict) and not llm.get("base_model"):
-            from ragd_train.llm.lora_config import default_base_model
+            from ragd_train.ragd.config import default_base_model
 
             llm["base_model"] = default_base_model()  # the model the user chats with: ragd's llm.model
         return config

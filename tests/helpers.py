@@ -25,6 +25,7 @@ RECORD_KEYS = {
     "generator",
     "filter",
     "teacher_pair",
+    "split",  # train (the held-out dev and test records have no teacher_pair)
 }
 
 

@@ -11,6 +11,7 @@ from pydantic import model_validator
 
 from ragd_train.errors import InputError
 from ragd_train.jsonl_io import read_jsonl
+from ragd_train.ragd.config import FALLBACK_BASE, default_base_model  # noqa: F401 (read here too)
 from ragd_train.settings import SEED_DEFAULT, LlmSettings
 
 log = logging.getLogger("ragd_train")
@@ -20,21 +21,6 @@ ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 DEFAULT_TARGETS = tuple(LlmSettings.model_fields["lora_target_modules"].default)
 EVAL_EXAMPLES = 16  # held-out examples scored before and after training
-
-
-FALLBACK_BASE = "llama3.2:3b"  # ragd 1.0.10's own default llm.model
-
-
-def default_base_model() -> str:
-    """``llm.base_model`` when unset: ragd's ``llm.model`` (the model the user chats with), read from
-    ragd's config; ``llama3.2:3b`` (ragd's default) without one."""
-    from ragd_train.ragd.config import read_ragd_settings
-
-    try:
-        return str(read_ragd_settings()["llm.model"] or FALLBACK_BASE)
-    except InputError as exc:
-        log.warning("llm.base_model: ragd's config is unreadable (%s); using %s", exc, FALLBACK_BASE)
-        return FALLBACK_BASE
 
 
 class LoraTrainingConfig(LlmSettings):

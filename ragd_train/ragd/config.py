@@ -7,12 +7,15 @@ edited in place with its comments kept, and only the keys ragd 1.0.10 reads for 
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 from ragd_train.errors import InputError, RagdTrainError
+
+log = logging.getLogger("ragd_train")
 
 # ragd 1.0.10's defaults (ragd/config.py) for the settings ragd-train reads or writes.
 RAGD_DEFAULTS: dict[str, Any] = {
@@ -227,3 +230,16 @@ def require_model_dir(model_dir: Path) -> int:
     if dimension is None:
         raise InputError("is missing", path=metadata_path(model_dir), field="output_dimension")
     return dimension
+
+
+FALLBACK_BASE = "llama3.2:3b"  # ragd 1.0.10's own default llm.model
+
+
+def default_base_model() -> str:
+    """``llm.base_model`` when unset: ragd's ``llm.model`` (the model the user chats with), read from
+    ragd's config; ``llama3.2:3b`` (ragd's default) without one."""
+    try:
+        return str(read_ragd_settings()["llm.model"] or FALLBACK_BASE)
+    except InputError as exc:
+        log.warning("llm.base_model: ragd's config is unreadable (%s); using %s", exc, FALLBACK_BASE)
+        return FALLBACK_BASE

@@ -164,7 +164,7 @@ def test_nollm_pipeline_records_split_and_stats(snapshot: Path, tmp_path: Path, 
         assert all(r["filter"] == {"method": "none (held out)", "kept": True} for r in side)
         assert all("teacher_pair" not in r and r["split"] == name for r in side)
     for record in train:
-        assert set(record) == RECORD_KEYS | {"split"}
+        assert set(record) == RECORD_KEYS
         chunk = chunks[record["positive_id"]]
         source = by_query[record["query_id"]]
         assert record["query"] == source["query"] and record["generator"] == source["generator"]
@@ -386,7 +386,7 @@ def test_ollama_queries_and_judge_filter(
     assert len(records) == n  # every 'weak' query scored 2 < judge_min_score 3
     assert len(read_jsonl(run.dev)) + len(read_jsonl(run.test)) == held  # never judged
     for record in records:
-        assert set(record) == RECORD_KEYS | {"split"}
+        assert set(record) == RECORD_KEYS
         assert record["generator"] == f"llm:{MODEL}"
         assert "weak" not in record["query"]
         assert record["positive"] == by_chunk[record["positive_id"]]["text"]

@@ -199,3 +199,11 @@ def settings_of(rule):
     """What a rule reads of the config, from the table in ragd_train/settings.py; as its
     params, a change of these settings reruns it and nothing else."""
     return rule_settings(config, rule)
+
+
+def ollama_base_digest(wildcards):
+    """The digest of the GGUF in Ollama's store that the peft rule trains on ("" when the base is not
+    there): a new `ollama pull` of the same name reruns training."""
+    from ragd_train.llm.ollama_store import manifest_digest
+
+    return manifest_digest(settings_of("train_lora")["llm"].get("base_model") or "")

@@ -84,14 +84,6 @@ rule train_lora:
         "../scripts/train_lora.py"
 
 
-def ollama_base_digest(wildcards):
-    """The digest of the GGUF in Ollama's store that the peft rule trains on ("" when the base is not
-    there): a new `ollama pull` of the same name reruns training."""
-    from ragd_train.llm.ollama_store import manifest_digest
-
-    return manifest_digest(settings_of("train_lora")["llm"].get("base_model") or "")
-
-
 # transformers + PEFT on CPU, for small bases; a hopeless run stops with guidance instead. An Ollama
 # name is trained on the GGUF in Ollama's store when it is there.
 rule train_lora_peft:

@@ -187,9 +187,17 @@ def record_lines(path: str | Path) -> Sequence[int]:
 
 def read_json_object(path: str | Path) -> dict[str, Any]:
     """The JSON object in ``path``; a one-line :class:`InputError` naming the file otherwise."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object", path=path)
+    return data
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path``; a one-line :class:`InputError` naming the file otherwise."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except UnicodeDecodeError:
@@ -198,9 +206,6 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
     except OSError as exc:
         raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
-    if not isinstance(data, dict):
-        raise InputError("not a JSON object", path=path)
-    return data
 
 
 def read_records(

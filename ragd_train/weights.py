@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ragd_train.errors import RagdTrainError
+from ragd_train.jsonl_io import read_json
 
 WIDTH_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
 
@@ -59,7 +60,6 @@ def _width(config: Path) -> int | None:
 def check_model_dir(model_dir: str | Path) -> None:
     """A local model directory about to be loaded: its JSON files parse (an error names the file
     and line) and its weights load and are finite (``verify_weights``)."""
-    from ragd_train.errors import InputError
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -67,12 +67,5 @@ def check_model_dir(model_dir: str | Path) -> None:
     for path in sorted(model_dir.rglob("*.json")):
         if path.name.startswith(".") or "checkpoint" in path.parts:
             continue
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise InputError("not UTF-8 text", path=path) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
-        except OSError as exc:
-            raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
+        read_json(path)
     verify_weights(model_dir)

@@ -98,3 +98,14 @@ def save_session(folder: Path, session_id: str, turns: list[tuple[str, Any]]) ->
     path = folder / f"{session_id}.json"
     save_history(history, path)
     return path
+
+
+def chat_record(chars: int) -> dict[str, Any]:
+    """A RAFT chat record whose user message is ``chars`` characters long."""
+    return {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u" * chars},
+            {"role": "assistant", "content": "a"},
+        ]
+    }

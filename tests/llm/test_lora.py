@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import chat_record
 from models import demo_texts, make_tiny_llama, make_tokenizer
 from ollama_server import free_port
 
@@ -175,16 +176,6 @@ def test_modelfile_names_the_base_and_the_adapter(tmp_path: Path) -> None:
     assert "ollama create demo-llm -f Modelfile" in text
     local = modelfile_text(str(tmp_path), "mlx", "x")
     assert f"FROM {tmp_path.resolve()}\n" in local
-
-
-def chat_record(chars: int) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"role": "system", "content": "s"},
-            {"role": "user", "content": "u" * chars},
-            {"role": "assistant", "content": "a"},
-        ]
-    }
 
 
 def test_hopeless_cpu_runs_print_guidance_instead_of_starting() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import chat_record
 from models import demo_texts, make_tiny_llama, make_tokenizer
 
 from ragd_train.errors import RagdTrainError
@@ -32,16 +33,6 @@ def test_the_step_count_comes_from_the_data_and_max_examples() -> None:
     assert (clock["steps"], clock["limited_by"], clock["from_clock"]) == (3, "llm.budget_minutes", True)
     roomy = plan_lora(timed, epoch, 1.0, 4)  # 8 steps fit a minute: the data decides
     assert (roomy["steps"], roomy["from_clock"]) == (8, False)
-
-
-def chat_record(chars: int) -> dict[str, Any]:
-    return {
-        "messages": [
-            {"role": "system", "content": "s"},
-            {"role": "user", "content": "u" * chars},
-            {"role": "assistant", "content": "a"},
-        ]
-    }
 
 
 def test_the_cpu_guard_judges_the_planned_length() -> None:

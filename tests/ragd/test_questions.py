@@ -365,7 +365,7 @@ def test_unreadable_test_files(tmp_path: Path) -> None:
 def ragd_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A real ragd index of two documents (one of several chunks), made by ``ragd index``."""
     need_ragd()
-    from tests.ragd_home import prepare_ragd_home, run_ragd
+    from ragd_home import prepare_ragd_home, run_ragd
 
     root = tmp_path_factory.mktemp("ragd-index")
     home, docs = root / "home", root / "docs"

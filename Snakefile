@@ -49,9 +49,15 @@ rule unknown_corpus:
         "{target}",
     log:
         "logs/unknown_corpus/{target}.log",
+    benchmark:
+        "benchmarks/unknown_corpus/{target}.tsv"
     wildcard_constraints:
         target=UNKNOWN_CORPUS_TARGET,
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=1,
     run:
         pass
 

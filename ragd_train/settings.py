@@ -257,7 +257,7 @@ class EmbeddingsSettings(Section):
     base_model: str = setting(
         "sentence-transformers/all-MiniLM-L6-v2",
         "Base sentence-transformers model (a hub id, a cached model or a local directory).",
-        E + ("evaluate_embeddings", "evaluate_reranker"),
+        E + ("evaluate_embeddings", "evaluate_reranker", "evaluate_llm"),
         flags={"embeddings": "base_model"},
         old="training.embedding_base_model",
     )
@@ -555,14 +555,38 @@ class LlmSettings(Section):
         old="training.llm_max_length",
     )
     batch_size: int = setting(4, "Examples per optimizer step.", L, ge=1, old="training.llm_batch_size")
+    micro_batch_size: int = setting(
+        1,
+        "Examples per forward/backward pass (peft and unsloth backends): a step's batch_size examples "
+        "go through in micro-batches whose gradients are summed, weighted by their answer tokens, so "
+        "the step is the same whatever this is; only memory, padding and speed change.",
+        L,
+        ge=1,
+    )
+    gradient_checkpointing: bool = setting(
+        False,
+        "Recompute each layer's activations in the backward pass (peft backend): memory for one "
+        "layer's inputs, about 2x slower on CPU. Off: micro-batches of one example keep the demo's "
+        "smollm2:135m run under 3 GiB.",
+        L,
+    )
     max_examples: int = setting(
-        32,
+        64,
         "Training examples seen at most (optimizer steps x batch_size): the step count comes from the "
-        "data, every epoch unless this cuts it. 32 = 8 steps, about 11 minutes for smollm2:135m on 2 "
-        "CPU cores with the demo's ~1000-token RAFT examples (docs/models.md).",
+        "data, every epoch unless this cuts it. 64 = 16 steps, about 6 minutes for smollm2:135m on 2 "
+        "idle CPU cores in bf16 with the demo's ~1,400-token RAFT examples (docs/models.md).",
         L,
         ge=1,
         flags={"llm": "max_examples"},
+    )
+    precision: Literal["auto", "fp32", "bf16"] = setting(
+        "auto",
+        "Arithmetic of the peft backend's training and of the LLM report's answers: bf16 autocast "
+        "(fp32 master weights) or fp32. auto = bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) or "
+        "a CUDA GPU that supports it, else fp32 (a 2.0-2.5x faster step on this kind of CPU); "
+        "recorded in training_metadata.json. Unsloth and MLX keep their own.",
+        L + ("evaluate_llm",),
+        flags={"llm": "precision"},
     )
     budget_minutes: float = setting(
         0,
@@ -616,7 +640,30 @@ class EvaluationSettings(Section):
     llm_max_examples: int = setting(
         40, "RAFT test prompts that the base and the adapter answer in reports/{corpus}-llm.", EL, ge=1
     )
-    llm_max_new_tokens: int = setting(160, "Greedy decoding length of each answer.", EL, ge=8)
+    llm_max_new_tokens: int = setting(
+        128, "Greedy decoding length of each answer (the RAFT answers average ~80 tokens).", EL, ge=8
+    )
+    llm_questions: int = setting(
+        32,
+        "The corpus's natural questions (its `questions:` file, in file order) that the base and the "
+        "adapter also answer in reports/{corpus}-llm, each with the chunks ragd's hybrid search "
+        "returns for it from the base embedding model's index (0 = none).",
+        EL,
+        ge=0,
+    )
+    llm_context_chunks: int = setting(
+        4,
+        "Chunks of ragd's hybrid search put in the context of each natural question (ragd's chat "
+        "fetches up to chat.search_limit=15 and trims them to the model's context window; 4 keeps "
+        "the prompt as long as the RAFT prompts the adapter was trained on).",
+        EL,
+        ge=1,
+        le=15,
+    )
+    llm_batch_size: int = setting(
+        8, "Prompts answered together (left-padded greedy decoding; no effect on the answers' text "
+        "beyond floating-point noise).", EL, ge=1,
+    )  # fmt: skip
     llm_judge: bool = setting(
         True,
         "Use the ollama model as a judge when it is reachable (RAGAS LLM metrics, chat answers graded "
@@ -648,7 +695,13 @@ class EncodingSettings(Section):
         "Encoding arithmetic: bf16 autocast or fp32. auto = bf16 on a CPU with native bf16 "
         "(AVX512-BF16 or AMX) or a CUDA GPU that supports it, else fp32. Vectors of different "
         "precision never mix: the embedding cache keys on it; stats and reports record it.",
-        ("build_training_data", "train_embeddings", "evaluate_embeddings", "evaluate_reranker"),
+        (
+            "build_training_data",
+            "train_embeddings",
+            "evaluate_embeddings",
+            "evaluate_reranker",
+            "evaluate_llm",
+        ),
     )
 
 

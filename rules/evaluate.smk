@@ -65,11 +65,14 @@ rule evaluate_reranker:
         "../scripts/evaluate_reranker.py"
 
 
-# Base vs adapter answers on the held-out RAFT prompts (evaluation.llm_* settings).
+# Base vs adapter answers on the held-out RAFT prompts and on the corpus's natural questions with
+# ragd's search results (evaluation.llm_* settings).
 rule evaluate_llm:
     input:
         model="models/{corpus}-llm",
         test="training_data/{corpus}/raft_test.jsonl",
+        snapshot=snapshot_of,
+        questions=questions_of,
     output:
         json="reports/{corpus}-llm.json",
         md=report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,58 @@ def chat_record(chars: int) -> dict[str, Any]:
             {"role": "assistant", "content": "a"},
         ]
     }
+
+
+# ---------------------------------------------------------------- Ollama's on-disk store
+
+MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _ollama_blob(store: Path, data: bytes | None = None, source: Path | None = None) -> dict[str, Any]:
+    """Write a blob as Ollama names it (``sha256-<hex of its bytes>``); its digest and size."""
+    blobs = store / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        digest = hashlib.sha256()
+        with source.open("rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+        hexdigest = digest.hexdigest()
+        target = blobs / f"sha256-{hexdigest}"
+        if not target.exists():  # one blob per content, as Ollama keeps it
+            try:
+                os.link(source, target)  # a real file with the same bytes (the store is only read)
+            except OSError:
+                shutil.copyfile(source, target)
+    else:
+        assert data is not None
+        hexdigest = hashlib.sha256(data).hexdigest()
+        target = blobs / f"sha256-{hexdigest}"
+        target.write_bytes(data)
+    return {"digest": f"sha256:{hexdigest}", "size": target.stat().st_size}
+
+
+def write_ollama_model(store: Path, name: str, tag: str, gguf: Path, *, model_layer: bool = True) -> Path:
+    """One model as ``ollama pull`` leaves it: config, model, template and params layers, a manifest."""
+    config = _ollama_blob(store, json.dumps({"model_format": "gguf", "model_family": "llama"}).encode())
+    layers = []
+    if model_layer:
+        layers.append({"mediaType": "application/vnd.ollama.image.model", **_ollama_blob(store, source=gguf)})
+    template = b"{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+    layers.append({"mediaType": "application/vnd.ollama.image.template", **_ollama_blob(store, template)})
+    layers.append(
+        {
+            "mediaType": "application/vnd.ollama.image.params",
+            **_ollama_blob(store, b'{"stop":["<|im_end|>"]}'),
+        }
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config},
+        "layers": layers,
+    }
+    path = store / "manifests" / "registry.ollama.ai" / "library" / name / tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+    return path

@@ -1,5 +1,6 @@
-"""The peft backend: transformers + PEFT LoRA in fp32, for small models on CPU (the shared pieces
-it trains with are in ``torch_lora``)."""
+"""The peft backend: transformers + PEFT LoRA for small models on CPU, fp32 weights under bf16
+autocast where the CPU does bf16 natively (``llm.precision``; the shared pieces it trains with are
+in ``torch_lora``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def peft_options(cfg: LoraTrainingConfig) -> dict[str, Any]:
             "epochs": cfg.epochs,
             "learning_rate": cfg.learning_rate,
             "batch_size": cfg.batch_size,
+            "micro_batch_size": cfg.micro_batch_size,
+            "gradient_checkpointing": cfg.gradient_checkpointing,
             "max_length": cfg.max_length,
             "optimizer": "adamw",
             "warmup_ratio": 0.1,
@@ -75,12 +78,15 @@ def train(
         log.info(
             "estimated for this CPU run: %.1f GB of memory, %.2f h", estimate["memory_gb"], estimate["hours"]
         )
+    from ragd_train.precision import resolve_precision
+
+    precision = resolve_precision(cfg.precision, device)
+    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_base(weights)
     model.to(device)
-    # Recompute each layer's activations in the backward pass: memory for a layer's inputs only
-    # (an fp32 135M model at 4 x 500 tokens needs ~9 GB without it), for ~30% more compute.
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing:  # a layer's inputs kept, the rest recomputed: ~2x the compute
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     options = peft_options(cfg)
     options["lora_config"]["target_modules"] = check_targets(model, cfg.lora_target_modules)
@@ -91,26 +97,39 @@ def train(
         raise RagdTrainError(f"every example is longer than llm.max_length={cfg.max_length} tokens")
     held_out, _ = tokenize_records(tokenizer, test_records, cfg.max_length)
     pad = tokenizer.pad_token_id
-    before = eval_loss(model, held_out, pad_id=pad, device=device)  # LoRA starts as a no-op: the base's loss
+    before = eval_loss(
+        model, held_out, pad_id=pad, device=device, autocast_dtype=autocast_dtype
+    )  # LoRA starts as a no-op: the base's loss
     timing, step_time = "estimated", None
     if cfg.budget_minutes > 0:  # the clock decides only when asked to: measure a step
         timing = "measured"
-        step_time = measure_step_time(model, examples, cfg, pad_id=pad, device=device)
+        step_time = measure_step_time(
+            model, examples, cfg, pad_id=pad, device=device, autocast_dtype=autocast_dtype
+        )
         torch.manual_seed(cfg.seed)
     elif device == "cpu":
         tokens = sum(len(ids) for ids, _ in examples) / len(examples)
-        step_time = cpu_step_seconds(params, tokens, min(cfg.batch_size, len(examples)), threads)
+        step_time = cpu_step_seconds(
+            params,
+            tokens,
+            min(cfg.batch_size, len(examples)),
+            threads,
+            checkpointing=cfg.gradient_checkpointing,
+            bf16=precision == "bf16",
+        )
     plan = plan_lora(cfg, steps_per_epoch(len(examples), cfg.batch_size), step_time, cfg.batch_size)
     plan["step_time_source"] = timing if step_time else None
     what = (
         f"a rank-{cfg.lora_rank} LoRA ({trainable} parameters) on {cfg.base_model} "
-        f"with peft on {device} ({threads} threads)"
+        f"with peft on {device} ({threads} threads, {precision})"
     )
     log.info("%s", plan_message(plan, what, len(examples), cfg.batch_size, timing))
     t0 = time.monotonic()
-    history = train_loop(model, examples, cfg, pad_id=pad, device=device, steps=plan["steps"])
+    history = train_loop(
+        model, examples, cfg, pad_id=pad, device=device, autocast_dtype=autocast_dtype, steps=plan["steps"]
+    )
     train_time = time.monotonic() - t0
-    after = eval_loss(model, held_out, pad_id=pad, device=device)
+    after = eval_loss(model, held_out, pad_id=pad, device=device, autocast_dtype=autocast_dtype)
     base_path = source.get("blob") or str(weights)  # Ollama's blob, not the temporary link to it
     save_adapter(model, staging, base_path)
     return {
@@ -120,6 +139,7 @@ def train(
         "training_plan": plan,
         "backend_options": options,
         "device": device,
+        "precision": precision,
         "threads": threads,
         "cpu_estimate": estimate,
         "training_examples": len(examples),

@@ -135,6 +135,11 @@ def batch_loss(model: Any, batch: dict[str, Any], *, slice_logits: bool = True) 
     )
 
 
+def _answer_tokens(labels: list[int]) -> int:
+    """Tokens that count in the loss (each predicted from the one before it)."""
+    return sum(1 for label in labels[1:] if label != IGNORE)
+
+
 def train_loop(
     model: Any,
     examples: list[tuple[list[int], list[int]]],
@@ -149,8 +154,11 @@ def train_loop(
     """AdamW with linear warm-up and decay over the trainable (LoRA) parameters; the loss curve.
 
     ``steps`` optimizer steps (the plan's, ``lora_config.plan_lora``), each epoch a new shuffle of
-    the examples; every epoch of ``cfg.epochs`` when None."""
+    the examples; every epoch of ``cfg.epochs`` when None. Each step's ``batch_size`` examples go
+    through the model ``micro_batch_size`` at a time (memory: one micro-batch's activations)."""
     import torch
+
+    micro = max(1, min(cfg.micro_batch_size, cfg.batch_size))
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
@@ -175,21 +183,28 @@ def train_loop(
             for start in range(0, len(order), cfg.batch_size):
                 if step >= total:
                     break
-                batch = collate(
-                    [examples[i] for i in order[start : start + cfg.batch_size]], pad_id, left=slice_logits
-                )
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.autocast(
-                    device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None
-                ):
-                    loss = batch_loss(model, batch, slice_logits=slice_logits)
-                loss.backward()
+                items = [examples[i] for i in order[start : start + cfg.batch_size]]
+                weights = [_answer_tokens(labels) for _, labels in items]
+                value = 0.0
+                # micro-batches of the step's batch: each loss weighted by its share of the batch's
+                # answer tokens, so the summed gradient is the whole batch's mean-loss gradient
+                for first in range(0, len(items), micro):
+                    part = items[first : first + micro]
+                    share = sum(weights[first : first + micro]) / max(1, sum(weights))
+                    batch = {k: v.to(device) for k, v in collate(part, pad_id, left=slice_logits).items()}
+                    with torch.autocast(
+                        device_type=device.split(":")[0],
+                        dtype=autocast_dtype,
+                        enabled=autocast_dtype is not None,
+                    ):
+                        loss = batch_loss(model, batch, slice_logits=slice_logits) * share
+                    loss.backward()
+                    value += float(loss.detach())
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                value = float(loss.detach())
                 if not math.isfinite(value):
                     raise RagdTrainError(f"the loss became {value} at step {step}; lower llm.learning_rate")
                 done = min(start + cfg.batch_size, len(order)) / len(order)
@@ -209,17 +224,29 @@ def measure_step_time(
     *,
     pad_id: int,
     device: str,
+    autocast_dtype: Any = None,
     slice_logits: bool = True,
 ) -> float:
     """Seconds of one optimizer step's forward and backward on the first batch (no warm-up pass: a
     step on CPU takes long enough), the gradients discarded; for ``llm.budget_minutes`` only."""
     import time
 
+    import torch
+
     model.train()
-    batch = collate(examples[: cfg.batch_size], pad_id, left=slice_logits)
-    batch = {k: v.to(device) for k, v in batch.items()}
+    items = examples[: cfg.batch_size]
+    micro = max(1, min(cfg.micro_batch_size, cfg.batch_size))
     t = time.perf_counter()
-    batch_loss(model, batch, slice_logits=slice_logits).backward()
+    for first in range(0, len(items), micro):
+        batch = {
+            k: v.to(device)
+            for k, v in collate(items[first : first + micro], pad_id, left=slice_logits).items()
+        }
+        with torch.autocast(
+            device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
+            loss = batch_loss(model, batch, slice_logits=slice_logits)
+        loss.backward()
     elapsed = time.perf_counter() - t
     model.zero_grad(set_to_none=True)
     return elapsed

@@ -339,7 +339,26 @@ def check_llm_report(ws: Path, cfg: Path, backend: str, platform: str) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads((ws / "reports" / "demo-llm.json").read_text())
     assert report["backend"] == backend and report["examples"] == 2
-    assert set(report["metrics"]) == {"exact_match", "f1", "grounded", "llm_judge"}
+    assert set(report["metrics"]) == {
+        "exact_match",
+        "f1",
+        "grounded",
+        "cites_oracle",
+        "abstention",
+        "llm_judge",
+    }
+    questions = report["questions"]  # the demo's natural questions, with ragd's search results as context
+    indexed = {json.loads(line)["document_id"] for line in (ws / "snapshots" / "demo.jsonl").open()}
+    askable = [
+        q
+        for q in read_jsonl(Path(__file__).parents[2] / "data" / "demo-questions.jsonl")
+        if set(q["documents"]) & indexed
+    ]
+    assert questions["count"] == min(32, len(askable)) > 0
+    assert set(questions["metrics"]) == {"grounded", "cites_relevant", "abstention"}
+    assert questions["retrieval"]["search"].startswith("ragd 1.0.10 BM25Index")
+    # base MiniLM + ragd's BM25 find most answering documents
+    assert questions["relevant_retrieved"] > questions["count"] / 2
     assert report["metrics"]["llm_judge"]["skipped"].startswith(
         "no LLM reachable: Ollama is not reachable at http://127.0.0.1:"
     )

@@ -19,20 +19,20 @@ from ragd_train.llm.lora_config import LoraTrainingConfig, plan_lora, steps_per_
 
 
 def test_the_step_count_comes_from_the_data_and_max_examples() -> None:
-    cfg = LoraTrainingConfig(base_model="x")  # defaults: 3 epochs, batch 4, 32 examples
+    cfg = LoraTrainingConfig(base_model="x")  # defaults: 3 epochs, batch 4, 64 examples
     epoch = steps_per_epoch(210, cfg.batch_size)
     plan = plan_lora(cfg, epoch, None, cfg.batch_size)
-    assert (plan["steps"], plan["full_steps"], plan["limited_by"]) == (8, 3 * 53, "llm.max_examples")
+    assert (plan["steps"], plan["full_steps"], plan["limited_by"]) == (16, 3 * 53, "llm.max_examples")
     assert plan["from_clock"] is False and plan["estimate_s"] is None
-    few = plan_lora(cfg, steps_per_epoch(5, 4), 2.0, 4)  # 5 examples x 3 epochs < 32: every epoch
+    few = plan_lora(cfg, steps_per_epoch(5, 4), 2.0, 4)  # 5 examples x 3 epochs < 64: every epoch
     assert (few["steps"], few["limited_by"], few["estimate_s"]) == (6, "llm.epochs", 12.0)
     # the same data and settings give the same count whatever the step time, unless the clock is asked
-    assert plan_lora(cfg, epoch, 1000.0, 4)["steps"] == plan_lora(cfg, epoch, 0.01, 4)["steps"] == 8
+    assert plan_lora(cfg, epoch, 1000.0, 4)["steps"] == plan_lora(cfg, epoch, 0.01, 4)["steps"] == 16
     timed = LoraTrainingConfig(base_model="x", budget_minutes=1)
     clock = plan_lora(timed, epoch, 20.0, 4)
     assert (clock["steps"], clock["limited_by"], clock["from_clock"]) == (3, "llm.budget_minutes", True)
-    roomy = plan_lora(timed, epoch, 1.0, 4)  # 8 steps fit a minute: the data decides
-    assert (roomy["steps"], roomy["from_clock"]) == (8, False)
+    roomy = plan_lora(timed, epoch, 1.0, 4)  # 16 steps fit a minute: the data decides
+    assert (roomy["steps"], roomy["from_clock"]) == (16, False)
 
 
 def test_the_cpu_guard_judges_the_planned_length() -> None:
@@ -42,9 +42,9 @@ def test_the_cpu_guard_judges_the_planned_length() -> None:
         check_cpu_feasible(cfg, 1.24e9, records, threads=2)  # every epoch: ~35 h
     planned = check_cpu_feasible(cfg, 1.24e9, records, threads=2, examples=32)
     assert 1 < planned["hours"] < 2
-    # the default length on the demo model: 8 steps of 4 x ~1000 tokens at estimates.py's rate
-    step = cpu_step_seconds(0.135e9, 1000, 4, 2)
-    assert 8 * step / 60 < 15
+    # the default length on the demo model: 16 steps of 4 x ~1400 tokens at estimates.py's bf16 rate
+    step = cpu_step_seconds(0.135e9, 1400, 4, 2, checkpointing=False, bf16=True)
+    assert 16 * step / 60 < 15
 
 
 @pytest.fixture(scope="module")

@@ -7,65 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import write_ollama_model
 
 from ragd_train.errors import RagdTrainError
 from ragd_train.jsonl_io import write_jsonl
 from ragd_train.llm.base_models import ollama_base, packaged_gguf, resolve_weights, weights_metadata
 from ragd_train.llm.ollama_store import find_ollama_model, manifest_path, ollama_models_dir
-
-MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def _blob(store: Path, data: bytes | None = None, source: Path | None = None) -> dict[str, Any]:
-    """Write a blob as Ollama names it (``sha256-<hex of its bytes>``); its digest and size."""
-    blobs = store / "blobs"
-    blobs.mkdir(parents=True, exist_ok=True)
-    if source is not None:
-        digest = hashlib.sha256()
-        with source.open("rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-        hexdigest = digest.hexdigest()
-        target = blobs / f"sha256-{hexdigest}"
-        if not target.exists():  # one blob per content, as Ollama keeps it
-            try:
-                os.link(source, target)  # a real file with the same bytes (the store is only read)
-            except OSError:
-                shutil.copyfile(source, target)
-    else:
-        assert data is not None
-        hexdigest = hashlib.sha256(data).hexdigest()
-        target = blobs / f"sha256-{hexdigest}"
-        target.write_bytes(data)
-    return {"digest": f"sha256:{hexdigest}", "size": target.stat().st_size}
-
-
-def write_model(store: Path, name: str, tag: str, gguf: Path, *, model_layer: bool = True) -> Path:
-    """One model as ``ollama pull`` leaves it: config, model, template and params layers, a manifest."""
-    config = _blob(store, json.dumps({"model_format": "gguf", "model_family": "llama"}).encode())
-    layers = []
-    if model_layer:
-        layers.append({"mediaType": "application/vnd.ollama.image.model", **_blob(store, source=gguf)})
-    template = b"{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
-    layers.append({"mediaType": "application/vnd.ollama.image.template", **_blob(store, template)})
-    layers.append(
-        {"mediaType": "application/vnd.ollama.image.params", **_blob(store, b'{"stop":["<|im_end|>"]}')}
-    )
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA,
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", **config},
-        "layers": layers,
-    }
-    path = store / "manifests" / "registry.ollama.ai" / "library" / name / tag
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +33,8 @@ def store(tmp_path: Path, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     root = tmp_path / "ollama" / "models"
     monkeypatch.setenv("OLLAMA_MODELS", str(root))
-    write_model(root, "smollm2", "135m", smollm2_gguf)
-    write_model(root, "smollm2", "latest", smollm2_gguf)
+    write_ollama_model(root, "smollm2", "135m", smollm2_gguf)
+    write_ollama_model(root, "smollm2", "latest", smollm2_gguf)
     return root
 
 
@@ -141,7 +92,7 @@ def test_a_missing_model_is_one_line_naming_what_was_tried(store: Path) -> None:
 
 
 def test_a_broken_manifest_or_blob_is_one_line_naming_the_file(store: Path, smollm2_gguf: Path) -> None:
-    no_model = write_model(store, "nomodel", "1b", smollm2_gguf, model_layer=False)
+    no_model = write_ollama_model(store, "nomodel", "1b", smollm2_gguf, model_layer=False)
     with pytest.raises(RagdTrainError) as err:
         resolve_weights("nomodel:1b", "peft")
     assert str(no_model) in str(err.value) and "application/vnd.ollama.image.model" in str(err.value)
@@ -149,7 +100,7 @@ def test_a_broken_manifest_or_blob_is_one_line_naming_the_file(store: Path, smol
 
     # a blob whose bytes are not the sha256 of its name: same size, one byte changed
     damaged = store / "damaged"
-    manifest = write_model(damaged, "smollm2", "135m", smollm2_gguf)
+    manifest = write_ollama_model(damaged, "smollm2", "135m", smollm2_gguf)
     digest = json.loads(manifest.read_text())["layers"][0]["digest"]
     blob = damaged / "blobs" / digest.replace(":", "-")
     data = bytearray(smollm2_gguf.read_bytes())
@@ -244,7 +195,7 @@ def test_the_peft_rule_reruns_when_ollama_pulls_a_new_blob_under_the_name(
     digest = manifest_digest("smollm2:135m")
     assert digest == find_ollama_model("smollm2:135m", verify=False).digest
     assert manifest_digest("nosuchmodel:1b") == "" == manifest_digest("/a/path") == manifest_digest("")
-    write_model(store, "nomodel", "1b", smollm2_gguf, model_layer=False)
+    write_ollama_model(store, "nomodel", "1b", smollm2_gguf, model_layer=False)
     assert manifest_digest("nomodel:1b") == ""
     rules = (Path(__file__).resolve().parents[2] / "rules" / "llm.smk").read_text()
     peft_rule = rules.split("rule train_lora_peft:", 1)[1].split("\nrule ", 1)[0]

@@ -166,10 +166,18 @@ def _peft_generators(
     model = load_adapter(model, adapter_dir)
     tokenizer.padding_side = "left"  # the answers start where every prompt ends
     dtype = torch.bfloat16 if precision == "bf16" else None
+    merged = [False]
 
     def run(prompts: list[Messages], adapter: bool) -> list[str]:
         from ragd_train.progress import track
 
+        # the adapter's answers with its weights merged in (no extra matmuls a layer); the base's
+        # with them taken out again and the adapter switched off
+        if adapter and not merged[0]:
+            model.merge_adapter()
+        elif not adapter and merged[0]:
+            model.unmerge_adapter()
+        merged[0] = adapter
         answers = []
         label = f"answering, {'adapter' if adapter else 'base'} ({batch_size} prompts a batch)"
         for batch in track(_batches(prompts, batch_size), label):
@@ -372,11 +380,14 @@ def evaluate_adapter(
     if not examples:
         raise RagdTrainError(f"{test_path}: no RAFT test examples to evaluate on")
     start = time.monotonic()
-    prompts = [e["messages"][:2] for e in examples]
-    answers = {
-        "base": _answer(base, prompts, "RAFT test prompts with the base"),
-        "adapter": _answer(adapter, prompts, "RAFT test prompts with the adapter"),
-    }
+    questions = questions or []
+    # every prompt of both sets in one call a side: the base's answers all come before the adapter's
+    prompts = [e["messages"][:2] for e in examples] + [q["messages"] for q in questions]
+    what = f"prompts ({len(examples)} RAFT test prompts, {len(questions)} natural questions)"
+    both = {"base": _answer(base, prompts, f"{what} with the base")}
+    both["adapter"] = _answer(adapter, prompts, f"{what} with the adapter")
+    answers = {side: got[: len(examples)] for side, got in both.items()}
+    q_answers = {side: got[len(examples) :] for side, got in both.items()}
     judged: dict[str, list[float | None]] = {"base": [], "adapter": []}
     rows = []
     for i, example in enumerate(examples):
@@ -409,11 +420,6 @@ def evaluate_adapter(
             metrics["llm_judge"] = {"skipped": "the judge's verdicts could not be read"}
     question_part = None
     if questions:
-        q_prompts = [q["messages"] for q in questions]
-        q_answers = {
-            "base": _answer(base, q_prompts, "natural questions with the base"),
-            "adapter": _answer(adapter, q_prompts, "natural questions with the adapter"),
-        }
         q_rows = [
             {
                 "query_id": q["query_id"],

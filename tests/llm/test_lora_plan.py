@@ -90,3 +90,49 @@ def test_peft_trains_the_planned_steps_prints_the_plan_and_records_it(
     assert (clock["steps"], clock["from_clock"], clock["limited_by"]) == (1, True, "llm.budget_minutes")
     assert clock["step_time_source"] == "measured" and clock["step_time_s"] is not None
     assert any("the step count comes from the clock" in r.getMessage() for r in caplog.records)
+
+
+def test_micro_batches_and_checkpointing_change_memory_not_the_adapter(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    """A step's batch through the model one example at a time (the default), all at once, or with
+    gradient checkpointing: the token-weighted sum of the micro-batches' gradients is the batch's
+    gradient, so the adapters agree to float rounding, while a different batch size does not."""
+    from safetensors.torch import load_file
+
+    from ragd_train.llm.lora import train_lora
+    from ragd_train.llm.lora_config import ADAPTER_FILE
+
+    raft = tmp_path / "raft.jsonl"
+    # answers of different lengths: a plain mean over micro-batches would weigh their tokens unequally
+    records = [answer(f"Question {i}?") for i in range(4)]
+    for i, record in enumerate(records):
+        record["messages"][-1]["content"] = "Nightly, " * (1 + 3 * i) + "at two."
+    write_jsonl(raft, records)
+    base = {"base_model": str(tiny_llama), "batch_size": 4, "epochs": 2, "lora_rank": 2, "max_length": 256}
+    runs = {
+        "micro 1": {"micro_batch_size": 1},
+        "micro 4": {"micro_batch_size": 4},
+        "checkpointing": {"micro_batch_size": 2, "gradient_checkpointing": True},
+        "batch 2": {"batch_size": 2, "micro_batch_size": 1},
+    }
+    weights, losses = {}, {}
+    for name, extra in runs.items():
+        cfg = LoraTrainingConfig(**(base | extra), precision="fp32", lora_dropout=0.0)
+        meta = train_lora(raft, None, tmp_path / name.replace(" ", "-"), cfg, "peft")
+        weights[name] = load_file(str(tmp_path / name.replace(" ", "-") / ADAPTER_FILE))
+        losses[name] = [h["loss"] for h in meta["loss_history"]]
+    assert meta["backend_options"]["training"]["micro_batch_size"] == 1
+    for name in ("micro 4", "checkpointing"):
+        assert losses[name] == pytest.approx(losses["micro 1"], rel=1e-4), name
+        for key, tensor in weights["micro 1"].items():
+            assert torch_allclose(weights[name][key], tensor), (name, key)
+    assert len(losses["batch 2"]) != len(losses["micro 1"]) or any(
+        not torch_allclose(weights["batch 2"][k], t) for k, t in weights["micro 1"].items()
+    )
+
+
+def torch_allclose(a: Any, b: Any) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6))

@@ -547,7 +547,7 @@ class LlmSettings(Section):
         1.0e-3,
         "Peak learning rate (linear warm-up over 10% of the steps, then linear decay). 1e-3 suits the "
         "short default run: on the demo, 16 steps at 2e-4 left the held-out loss at 1.22 (from 1.77) "
-        "and the answers unformatted; at 1e-3 it fell to 0.20 (docs/results.md). Lower it for long "
+        "and the answers unformatted; at 1e-3 it fell to 0.23 (docs/results.md). Lower it for long "
         "runs or large bases.",
         L,
         gt=0,
@@ -575,7 +575,7 @@ class LlmSettings(Section):
         "Recompute each layer's activations in the backward pass (peft backend): less memory, more "
         "compute. A demo step (smollm2:135m, bf16, 2 idle CPU cores) took 50 s checkpointed with the 4 "
         "examples in one pass, 27 s in micro-batches of one without it, whose training peaked at "
-        "7.3 GiB; turn it on for longer examples or larger bases on a small machine.",
+        "7.2 GiB; turn it on for longer examples or larger bases on a small machine.",
         L,
     )
     max_examples: int = setting(

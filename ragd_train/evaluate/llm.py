@@ -57,6 +57,7 @@ log = logging.getLogger("ragd_train")
 METRICS = ("exact_match", "f1", "grounded", "cites_oracle", "abstention")
 QUESTION_METRICS = ("grounded", "cites_relevant", "abstention")
 HEADLINE = "f1"
+SIGNIFICANCE = 0.05  # the sign-flip p-value the headline gain must also beat
 JUDGE_PROMPT_VERSION = "answer-judge-v1"
 JUDGE_PROMPT = """Grade the assistant's answer to a question against the reference answer,
 from 1 (wrong or unsupported) to 5 (says the same as the reference). If the reference says the
@@ -461,7 +462,8 @@ def evaluate_adapter(
         "answers": rows,
     }
     report["losses"] = significant_losses(report)
-    improved = head["ci95"][0] > 0 and not report["losses"]
+    # both tests must agree: with few prompts a percentile-bootstrap CI is too narrow on its own
+    improved = head["ci95"][0] > 0 and head["p_value"] < SIGNIFICANCE and not report["losses"]
     return conclude(report, "llm", improved, llm_message(report, improved))
 
 
@@ -491,6 +493,8 @@ def llm_message(report: dict[str, Any], improved: bool | None = None) -> str:
     )
     if report.get("losses"):
         text += "; significantly worse on " + ", ".join(report["losses"])
+    elif not improved and lo > 0:
+        text += f"; the sign-flip test does not confirm it (p >= {SIGNIFICANCE:g}: too few prompts)"
     elif not improved:
         text += "; the CI does not exclude no gain"
     return text

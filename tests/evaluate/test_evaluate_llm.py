@@ -172,16 +172,20 @@ def test_report_compares_base_and_adapter_with_cis(tmp_path: Path) -> None:
         judge = AnswerJudge(
             OllamaLLM(host=srv.url, model="llama3.2:3b"), GenerationCache(tmp_path, "g2"), seed=1
         )
-        report = evaluate_adapter(path, base, adapter, judge=judge, max_examples=4, bootstrap_samples=200)
-    assert report["examples"] == 4 and report["oracle_absent"] == 2 and report["improved"], report["summary"]
+        report = evaluate_adapter(path, base, adapter, judge=judge, bootstrap_samples=200)
+    assert report["examples"] == 10 and report["oracle_absent"] == 5 and report["improved"], report["summary"]
     assert report["kind"] == "llm" and report["summary"].startswith("adapter is better than its base")
     f1 = report["metrics"]["f1"]
     assert (f1["base"], f1["adapter"], f1["delta"]) == (0.0, 1.0, 1.0) and f1["ci95"] == [1.0, 1.0]
-    assert report["metrics"]["llm_judge"]["judged"] == 4  # the judge saw base (1) and adapter (5) answers
+    assert report["metrics"]["llm_judge"]["judged"] == 10  # the judge saw base (1) and adapter (5) answers
     assert (report["metrics"]["llm_judge"]["base"], report["metrics"]["llm_judge"]["adapter"]) == (1.0, 5.0)
     md = markdown_llm_report(report)
-    assert "| f1 | 4 | 0.000 | 1.000 | +1.000 |" in md and "better than its base" in md
-    assert report["metrics"]["abstention"]["n"] == 2 and report["metrics"]["cites_oracle"]["n"] == 2
+    assert "| f1 | 10 | 0.000 | 1.000 | +1.000 |" in md and "better than its base" in md
+    assert report["metrics"]["abstention"]["n"] == 5 and report["metrics"]["cites_oracle"]["n"] == 5
+    # the same all-win on 4 prompts: the CI is [1, 1] but a sign-flip test cannot confirm 4 signs
+    few = evaluate_adapter(path, base, adapter, max_examples=4, bootstrap_samples=200)
+    assert few["metrics"]["f1"]["ci95"] == [1.0, 1.0] and few["metrics"]["f1"]["p_value"] > 0.05
+    assert not few["improved"] and "sign-flip test does not confirm it" in few["summary"]
 
     swapped = evaluate_adapter(path, adapter, base, judge_note="no LLM reachable at x", bootstrap_samples=200)
     assert not swapped["improved"] and "NOT better" in markdown_llm_report(swapped)

@@ -85,9 +85,12 @@ def varied_config() -> dict:
         lora_dropout=0.2,
         lora_target_modules=["q_proj"],
         epochs=5,
-        learning_rate=1e-3,
+        learning_rate=5e-4,
         max_length=333,
         batch_size=3,
+        micro_batch_size=2,
+        gradient_checkpointing=True,
+        precision="fp32",
         max_examples=12,
         budget_minutes=2.5,
         max_cpu_hours=0.5,
@@ -160,6 +163,7 @@ def test_every_setting_is_declared_once_with_its_readers() -> None:
         "train_embeddings",
         "evaluate_embeddings",
         "evaluate_reranker",
+        "evaluate_llm",  # ragd's search for the natural questions the chat models answer
     )
 
 
@@ -249,7 +253,7 @@ READERS = {
     "mining.teacher_bm25_share": "build_training_data",
     "mining.roundtrip_top_k": "build_training_data",
     "mining.judge_min_score": "build_training_data",
-    "embeddings.base_model": "train_embeddings evaluate_embeddings evaluate_reranker",
+    "embeddings.base_model": "train_embeddings evaluate_embeddings evaluate_reranker evaluate_llm",
     "embeddings.epochs": "train_embeddings",
     "embeddings.batch_size": "train_embeddings",
     "embeddings.learning_rate": "train_embeddings",
@@ -293,6 +297,9 @@ READERS = {
     "llm.learning_rate": "train_lora",
     "llm.max_length": "train_lora",
     "llm.batch_size": "train_lora",
+    "llm.micro_batch_size": "train_lora",
+    "llm.gradient_checkpointing": "train_lora",
+    "llm.precision": "train_lora evaluate_llm",
     "llm.max_cpu_hours": "train_lora",
     "llm.max_examples": "train_lora",
     "llm.budget_minutes": "train_lora",
@@ -302,10 +309,15 @@ READERS = {
     "evaluation.bootstrap_samples": "evaluate_embeddings evaluate_reranker evaluate_llm",
     "evaluation.llm_max_examples": "evaluate_llm",
     "evaluation.llm_max_new_tokens": "evaluate_llm",
+    "evaluation.llm_questions": "evaluate_llm",
+    "evaluation.llm_context_chunks": "evaluate_llm",
+    "evaluation.llm_batch_size": "evaluate_llm",
     "evaluation.llm_judge": "evaluate_embeddings evaluate_llm",
     "evaluation.ragas_llm_queries": "evaluate_embeddings",
     "evaluation.ragas_llm_minutes": "evaluate_embeddings",
-    "encoding.precision": "build_training_data train_embeddings evaluate_embeddings evaluate_reranker",
+    "encoding.precision": (
+        "build_training_data train_embeddings evaluate_embeddings evaluate_reranker evaluate_llm"
+    ),
     "ollama.host": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
     "ollama.model": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",
     "ollama.temperature": "generate_queries build_training_data build_raft evaluate_embeddings evaluate_llm",

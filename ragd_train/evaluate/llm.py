@@ -337,13 +337,13 @@ def question_prompts(
 ) -> list[dict[str, Any]]:
     """Each natural question in ragd's prompt with the chunks its search returned (in rank order)
     as the context; the citation numbers of the documents that answer it."""
-    from ragd_train.llm.raft import _chunk_source
+    from ragd_train.llm.raft import chunk_source
     from ragd_train.ragd.prompts import format_context, system_prompt, user_message
 
     by_id = {c["chunk_id"]: c for c in chunks}
     items = []
     for (qid, question), found in zip(questions.items(), ranked, strict=True):
-        sources = [_chunk_source(by_id[c], "retrieved", "search") for c in found]
+        sources = [chunk_source(by_id[c], "retrieved", "search") for c in found]
         context, numbers = format_context(sources)
         relevant = sorted({numbers[s.chunk_id] for s in sources if s.document_id in qrels[qid]})
         items.append(

@@ -269,7 +269,7 @@ def oracle_kept(query_ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(ranked[:keep])
 
 
-def _chunk_source(chunk: dict[str, Any], role: str, origin: str) -> Source:
+def chunk_source(chunk: dict[str, Any], role: str, origin: str) -> Source:
     return Source(
         chunk_id=chunk["chunk_id"],
         document_id=str(chunk["document_id"]),
@@ -309,12 +309,12 @@ def pick_distractors(
                 "document_id": neg_id,
                 "text": neg["text"],
             }
-        chosen.append(_chunk_source(chunk, "distractor", "mined"))
+        chosen.append(chunk_source(chunk, "distractor", "mined"))
         used.add(chunk["chunk_id"])
     candidates = [c for c in pool if c not in used and str(chunks[c]["document_id"]) != oracle_doc]
     rng.shuffle(candidates)
     for chunk_id in candidates[: n - len(chosen)]:
-        chosen.append(_chunk_source(chunks[chunk_id], "distractor", "random"))
+        chosen.append(chunk_source(chunks[chunk_id], "distractor", "random"))
     return chosen
 
 
@@ -333,7 +333,7 @@ def build_example(
         "document_id": record.get("source_document", record["positive_id"]),
         "text": record["positive"],
     }
-    oracle = _chunk_source(oracle_chunk, "oracle", "oracle")
+    oracle = chunk_source(oracle_chunk, "oracle", "oracle")
     distractors = pick_distractors(record, cfg.distractors + (0 if keep_oracle else 1), chunks, pool, rng)
     sources = [*([oracle] if keep_oracle else []), *distractors]
     rng.shuffle(sources)

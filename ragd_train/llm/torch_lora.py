@@ -140,6 +140,39 @@ def _answer_tokens(labels: list[int]) -> int:
     return sum(1 for label in labels[1:] if label != IGNORE)
 
 
+def accumulate_gradients(
+    model: Any,
+    items: list[tuple[list[int], list[int]]],
+    cfg: LoraTrainingConfig,
+    *,
+    pad_id: int,
+    device: str,
+    autocast_dtype: Any = None,
+    slice_logits: bool = True,
+) -> float:
+    """Forward and backward over one optimizer step's ``items``, ``cfg.micro_batch_size`` at a time;
+    the batch's mean answer-token loss. Each micro-batch's loss is weighted by its share of the
+    batch's answer tokens, so the summed gradient is the whole batch's."""
+    import torch
+
+    micro = max(1, min(cfg.micro_batch_size, cfg.batch_size))
+    weights = [_answer_tokens(labels) for _, labels in items]
+    value = 0.0
+    for first in range(0, len(items), micro):
+        share = sum(weights[first : first + micro]) / max(1, sum(weights))
+        batch = {
+            k: v.to(device)
+            for k, v in collate(items[first : first + micro], pad_id, left=slice_logits).items()
+        }
+        with torch.autocast(
+            device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
+            loss = batch_loss(model, batch, slice_logits=slice_logits) * share
+        loss.backward()
+        value += float(loss.detach())
+    return value
+
+
 def train_loop(
     model: Any,
     examples: list[tuple[list[int], list[int]]],
@@ -157,8 +190,6 @@ def train_loop(
     the examples; every epoch of ``cfg.epochs`` when None. Each step's ``batch_size`` examples go
     through the model ``micro_batch_size`` at a time (memory: one micro-batch's activations)."""
     import torch
-
-    micro = max(1, min(cfg.micro_batch_size, cfg.batch_size))
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
@@ -184,22 +215,10 @@ def train_loop(
                 if step >= total:
                     break
                 items = [examples[i] for i in order[start : start + cfg.batch_size]]
-                weights = [_answer_tokens(labels) for _, labels in items]
-                value = 0.0
-                # micro-batches of the step's batch: each loss weighted by its share of the batch's
-                # answer tokens, so the summed gradient is the whole batch's mean-loss gradient
-                for first in range(0, len(items), micro):
-                    part = items[first : first + micro]
-                    share = sum(weights[first : first + micro]) / max(1, sum(weights))
-                    batch = {k: v.to(device) for k, v in collate(part, pad_id, left=slice_logits).items()}
-                    with torch.autocast(
-                        device_type=device.split(":")[0],
-                        dtype=autocast_dtype,
-                        enabled=autocast_dtype is not None,
-                    ):
-                        loss = batch_loss(model, batch, slice_logits=slice_logits) * share
-                    loss.backward()
-                    value += float(loss.detach())
+                value = accumulate_gradients(
+                    model, items, cfg, pad_id=pad_id, device=device, autocast_dtype=autocast_dtype,
+                    slice_logits=slice_logits,
+                )  # fmt: skip
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 scheduler.step()
@@ -231,22 +250,12 @@ def measure_step_time(
     step on CPU takes long enough), the gradients discarded; for ``llm.budget_minutes`` only."""
     import time
 
-    import torch
-
     model.train()
-    items = examples[: cfg.batch_size]
-    micro = max(1, min(cfg.micro_batch_size, cfg.batch_size))
     t = time.perf_counter()
-    for first in range(0, len(items), micro):
-        batch = {
-            k: v.to(device)
-            for k, v in collate(items[first : first + micro], pad_id, left=slice_logits).items()
-        }
-        with torch.autocast(
-            device_type=device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None
-        ):
-            loss = batch_loss(model, batch, slice_logits=slice_logits)
-        loss.backward()
+    accumulate_gradients(
+        model, examples[: cfg.batch_size], cfg, pad_id=pad_id, device=device,
+        autocast_dtype=autocast_dtype, slice_logits=slice_logits,
+    )  # fmt: skip
     elapsed = time.perf_counter() - t
     model.zero_grad(set_to_none=True)
     return elapsed
